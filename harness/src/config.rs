@@ -1,0 +1,369 @@
+//! The suite's configuration, merged from flags, then environment, then a YAML file, then defaults.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::openai::ApiTimeouts;
+use crate::profile::{DynamoVersion, ProfileError};
+
+/// The environment variable naming a configuration file.
+pub const CONFIG_ENV: &str = "DYNAMO_CONFORMANCE_CONFIG";
+/// The prefix of every environment variable the suite reads.
+pub const ENV_PREFIX: &str = "DYNAMO_CONFORMANCE_";
+/// The guide's model.
+pub const GUIDE_MODEL: &str = "Qwen/Qwen3-0.6B";
+/// The guide's namespace.
+pub const GUIDE_NAMESPACE: &str = "dynamo-cloud";
+
+/// Where the cluster comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Everything on this machine: real Dynamo from PyPI (and, with the cluster tier, a real control plane).
+    Local,
+    /// An existing cluster, by kubeconfig and context.
+    Existing,
+    /// A kind cluster with the GPU operator, on a GPU runner.
+    Kind,
+}
+
+impl FromStr for ProviderKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "local" => Ok(ProviderKind::Local),
+            "existing" => Ok(ProviderKind::Existing),
+            "kind" => Ok(ProviderKind::Kind),
+            other => Err(ConfigError::Invalid {
+                key: "provider",
+                value: other.to_string(),
+                expected: "one of: local, existing, kind",
+            }),
+        }
+    }
+}
+
+impl ProviderKind {
+    /// The name used in flags and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Existing => "existing",
+            ProviderKind::Kind => "kind",
+        }
+    }
+}
+
+/// One source of settings; unset fields fall through to the next source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ConfigLayer {
+    /// `local`, `existing` or `kind`.
+    pub provider: Option<String>,
+    /// The Dynamo release, e.g. `0.4.1`.
+    pub dynamo_version: Option<String>,
+    /// The model the graph serves.
+    pub model: Option<String>,
+    /// The namespace of the platform and the graph.
+    pub namespace: Option<String>,
+    /// Where installed tools and generated models are cached.
+    pub cache_dir: Option<PathBuf>,
+    /// Where reports and evidence are written.
+    pub report_dir: Option<PathBuf>,
+    /// Seconds a non-streamed request may take.
+    pub request_timeout_secs: Option<u64>,
+    /// Seconds of silence tolerated inside a stream.
+    pub stream_idle_secs: Option<u64>,
+    /// Seconds a whole stream may take.
+    pub stream_deadline_secs: Option<u64>,
+    /// Seconds a deployment may take to become ready.
+    pub ready_timeout_secs: Option<u64>,
+}
+
+impl ConfigLayer {
+    /// The layer set by `DYNAMO_CONFORMANCE_*` variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(format!("{ENV_PREFIX}{key}")).ok())
+    }
+
+    /// The layer a lookup of variable names (without prefix) yields.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let secs = |key: &'static str| -> Result<Option<u64>, ConfigError> {
+            lookup(key)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| ConfigError::Invalid {
+                        key,
+                        value: v.clone(),
+                        expected: "a whole number of seconds",
+                    })
+                })
+                .transpose()
+        };
+        Ok(ConfigLayer {
+            provider: lookup("PROVIDER"),
+            dynamo_version: lookup("DYNAMO_VERSION"),
+            model: lookup("MODEL"),
+            namespace: lookup("NAMESPACE"),
+            cache_dir: lookup("CACHE_DIR").map(PathBuf::from),
+            report_dir: lookup("REPORT_DIR").map(PathBuf::from),
+            request_timeout_secs: secs("REQUEST_TIMEOUT_SECS")?,
+            stream_idle_secs: secs("STREAM_IDLE_SECS")?,
+            stream_deadline_secs: secs("STREAM_DEADLINE_SECS")?,
+            ready_timeout_secs: secs("READY_TIMEOUT_SECS")?,
+        })
+    }
+
+    /// The layer a YAML file sets.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_yaml(&text).map_err(|reason| ConfigError::InvalidFile {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// The layer a YAML document sets.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(ConfigLayer::default());
+        }
+        serde_saphyr::from_str(text)
+            .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
+    }
+
+    /// This layer, with unset fields taken from `lower`.
+    #[must_use]
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            provider: self.provider.or(lower.provider),
+            dynamo_version: self.dynamo_version.or(lower.dynamo_version),
+            model: self.model.or(lower.model),
+            namespace: self.namespace.or(lower.namespace),
+            cache_dir: self.cache_dir.or(lower.cache_dir),
+            report_dir: self.report_dir.or(lower.report_dir),
+            request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
+            stream_idle_secs: self.stream_idle_secs.or(lower.stream_idle_secs),
+            stream_deadline_secs: self.stream_deadline_secs.or(lower.stream_deadline_secs),
+            ready_timeout_secs: self.ready_timeout_secs.or(lower.ready_timeout_secs),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the cluster comes from.
+    pub provider: ProviderKind,
+    /// The Dynamo release under test.
+    pub dynamo_version: DynamoVersion,
+    /// The model the graph serves.
+    pub model: String,
+    /// The namespace of the platform and the graph.
+    pub namespace: String,
+    /// Where installed tools and generated models are cached.
+    pub cache_dir: PathBuf,
+    /// Where reports and evidence are written.
+    pub report_dir: PathBuf,
+    /// Bounds on API exchanges.
+    pub api_timeouts: ApiTimeouts,
+    /// How long a deployment may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl Config {
+    /// Resolves `flags` over the environment over the configuration file.
+    /// The file is `flags_file`, else `$DYNAMO_CONFORMANCE_CONFIG`, else none.
+    pub fn load(flags: ConfigLayer, flags_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = ConfigLayer::from_env()?;
+        let file_path = flags_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+        let file = match file_path {
+            Some(path) => ConfigLayer::from_file(&path)?,
+            None => ConfigLayer::default(),
+        };
+        Config::resolve(flags.over(env).over(file))
+    }
+
+    /// Fills the defaults into a merged layer and checks every value.
+    pub fn resolve(layer: ConfigLayer) -> Result<Config, ConfigError> {
+        let provider = layer.provider.as_deref().unwrap_or("local").parse()?;
+        let dynamo_version = layer
+            .dynamo_version
+            .as_deref()
+            .unwrap_or(DynamoVersion::V0_4_1.as_str())
+            .parse()?;
+        let model = layer.model.unwrap_or_else(|| GUIDE_MODEL.to_string());
+        if model.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "model",
+                value: model,
+                expected: "a model name",
+            });
+        }
+        let defaults = ApiTimeouts::default();
+        let secs =
+            |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+        let api_timeouts = ApiTimeouts {
+            connect: defaults.connect,
+            request: secs(layer.request_timeout_secs, defaults.request),
+            stream_idle: secs(layer.stream_idle_secs, defaults.stream_idle),
+            stream_deadline: secs(layer.stream_deadline_secs, defaults.stream_deadline),
+        };
+        for (key, value) in [
+            ("request_timeout_secs", api_timeouts.request),
+            ("stream_idle_secs", api_timeouts.stream_idle),
+            ("stream_deadline_secs", api_timeouts.stream_deadline),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: "0".into(),
+                    expected: "at least one second",
+                });
+            }
+        }
+        Ok(Config {
+            provider,
+            dynamo_version,
+            model,
+            namespace: layer
+                .namespace
+                .unwrap_or_else(|| GUIDE_NAMESPACE.to_string()),
+            cache_dir: layer.cache_dir.unwrap_or_else(default_cache_dir),
+            report_dir: layer
+                .report_dir
+                .unwrap_or_else(|| PathBuf::from("dynamo-conformance-report")),
+            api_timeouts,
+            ready_timeout: secs(layer.ready_timeout_secs, Duration::from_secs(600)),
+        })
+    }
+}
+
+/// `$XDG_CACHE_HOME/dynamo-conformance`, else `~/.cache/dynamo-conformance`.
+pub fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("dynamo-conformance")
+}
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A setting has a value the suite cannot use.
+    #[error("invalid {key} '{value}': expected {expected}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// The Dynamo version or profile is unknown.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The configuration file cannot be read.
+    #[error("cannot read the configuration file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The configuration file is not valid YAML of the expected shape.
+    #[error("invalid configuration file {path}: {reason}")]
+    InvalidFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its position.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> ConfigLayer {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ConfigLayer::from_lookup(|k| map.get(k).cloned()).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let config = Config::resolve(ConfigLayer::default()).unwrap();
+        assert_eq!(config.dynamo_version, DynamoVersion::V0_4_1);
+        assert_eq!(config.model, "Qwen/Qwen3-0.6B");
+        assert_eq!(config.namespace, "dynamo-cloud");
+        assert_eq!(config.provider, ProviderKind::Local);
+        assert_eq!(config.api_timeouts.stream_idle, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_beat_env_and_env_beats_the_file() {
+        let file =
+            ConfigLayer::from_yaml("model: from-file\nnamespace: file-ns\nstream_idle_secs: 7\n")
+                .unwrap();
+        let env = env(&[("MODEL", "from-env"), ("NAMESPACE", "env-ns")]);
+        let flags = ConfigLayer {
+            model: Some("from-flag".into()),
+            ..ConfigLayer::default()
+        };
+        let config = Config::resolve(flags.over(env).over(file)).unwrap();
+        assert_eq!(config.model, "from-flag");
+        assert_eq!(config.namespace, "env-ns");
+        assert_eq!(config.api_timeouts.stream_idle, Duration::from_secs(7));
+    }
+
+    #[rstest]
+    #[case("dynamo_version: 9.9.9\n", "unknown Dynamo version '9.9.9'")]
+    #[case("provider: minikube\n", "invalid provider 'minikube'")]
+    #[case("stream_idle_secs: 0\n", "invalid stream_idle_secs '0'")]
+    fn bad_values_are_named(#[case] yaml: &str, #[case] message: &str) {
+        let err = Config::resolve(ConfigLayer::from_yaml(yaml).unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with(message), "{err}");
+    }
+
+    #[rstest]
+    #[case("model: [unclosed\n")]
+    #[case("no_such_setting: 1\n")]
+    #[case("stream_idle_secs: soon\n")]
+    fn invalid_yaml_is_one_line(#[case] yaml: &str) {
+        let reason = ConfigLayer::from_yaml(yaml).unwrap_err();
+        assert!(!reason.is_empty() && !reason.contains('\n'), "{reason:?}");
+    }
+
+    #[test]
+    fn a_non_numeric_env_timeout_is_rejected() {
+        let err = ConfigLayer::from_lookup(|k| (k == "STREAM_IDLE_SECS").then(|| "x".to_string()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid STREAM_IDLE_SECS 'x': expected a whole number of seconds"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_with_its_path() {
+        let err = ConfigLayer::from_file(Path::new("/nonexistent/conformance.yaml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read the configuration file /nonexistent/conformance.yaml")
+        );
+    }
+}

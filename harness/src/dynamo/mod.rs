@@ -1,0 +1,1 @@
+//! Real Dynamo from PyPI, installed and started on this machine.

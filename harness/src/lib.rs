@@ -1,0 +1,16 @@
+//! Everything the dynamo-conformance cases stand on.
+//!
+//! The suite replays the guide "NVIDIA Dynamo on Kubernetes" and proves each of its promises
+//! with a named case. This crate holds the pieces: configuration, what each Dynamo release
+//! promises ([`profile`]), the OpenAI API validators ([`openai`]), real Dynamo started
+//! locally from PyPI ([`dynamo`]), and the ordered cases themselves ([`suite`]).
+
+pub mod config;
+pub mod dynamo;
+#[cfg(feature = "fault-server")]
+pub mod fault_server;
+pub mod metrics;
+pub mod openai;
+pub mod profile;
+pub mod report;
+pub mod suite;

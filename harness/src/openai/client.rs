@@ -1,0 +1,230 @@
+//! An HTTP client for one OpenAI-compatible endpoint that records exactly what it was answered.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use super::OpenAiError;
+use super::sse::{self, StreamCapture};
+
+/// Bounds on every exchange with an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiTimeouts {
+    /// Time to open a TCP connection.
+    pub connect: Duration,
+    /// Time for a whole non-streamed exchange.
+    pub request: Duration,
+    /// Longest silence tolerated between two stream events.
+    pub stream_idle: Duration,
+    /// Longest a whole stream may take.
+    pub stream_deadline: Duration,
+}
+
+impl Default for ApiTimeouts {
+    fn default() -> Self {
+        ApiTimeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(30),
+            stream_deadline: Duration::from_secs(180),
+        }
+    }
+}
+
+/// A non-streamed HTTP exchange as the endpoint answered it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCapture {
+    /// `GET /v1/models`, `POST /v1/completions`, ...
+    pub request_line: String,
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl HttpCapture {
+    /// The body parsed as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+/// What came back for one request: an answer, or why none came.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer<T> {
+    /// The endpoint answered.
+    Answered(T),
+    /// No HTTP answer: refused, reset, timed out, or not HTTP.
+    Unanswered(String),
+}
+
+/// One OpenAI-compatible endpoint (a Dynamo frontend or a worker's system port).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    base: Url,
+    http: reqwest::Client,
+    timeouts: ApiTimeouts,
+}
+
+impl Endpoint {
+    /// An endpoint at `base` (e.g. `http://127.0.0.1:8000`).
+    pub fn new(base: &str, timeouts: ApiTimeouts) -> Result<Self, OpenAiError> {
+        let mut base = Url::parse(base).map_err(|e| OpenAiError::InvalidUrl {
+            url: base.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+            return Err(OpenAiError::InvalidUrl {
+                url: base.to_string(),
+                reason: "expected an http:// or https:// URL with a host".into(),
+            });
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| OpenAiError::Client(error_chain(&e)))?;
+        Ok(Endpoint {
+            base,
+            http,
+            timeouts,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The bounds this endpoint's exchanges run under.
+    pub fn timeouts(&self) -> ApiTimeouts {
+        self.timeouts
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .expect("a relative path joins onto an http base URL")
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Answer<HttpCapture> {
+        let request = self.http.get(self.url(path)).timeout(self.timeouts.request);
+        self.exchange(format!("GET {path}"), request).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer<HttpCapture> {
+        let request = self
+            .http
+            .post(self.url(path))
+            .timeout(self.timeouts.request)
+            .json(body);
+        self.exchange(format!("POST {path}"), request).await
+    }
+
+    /// `POST path` with a raw body sent as `application/json`, valid or not.
+    pub async fn post_raw(&self, path: &str, body: &str) -> Answer<HttpCapture> {
+        let request = self
+            .http
+            .post(self.url(path))
+            .timeout(self.timeouts.request)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.exchange(format!("POST {path}"), request).await
+    }
+
+    /// `POST path` with a JSON body, reading the answer as Server-Sent Events
+    /// under the idle timeout and the overall deadline.
+    pub async fn post_stream(&self, path: &str, body: &Value) -> Answer<StreamCapture> {
+        let request_line = format!("POST {path} (stream)");
+        let response = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(body)
+            .send();
+        let response = match tokio::time::timeout(self.timeouts.stream_idle, response).await {
+            Err(_) => {
+                return Answer::Unanswered(format!(
+                    "no response headers within {:?}",
+                    self.timeouts.stream_idle
+                ));
+            }
+            Ok(Err(e)) => return Answer::Unanswered(error_chain(&e)),
+            Ok(Ok(response)) => response,
+        };
+        Answer::Answered(sse::read(request_line, response, self.timeouts).await)
+    }
+
+    async fn exchange(
+        &self,
+        request_line: String,
+        request: reqwest::RequestBuilder,
+    ) -> Answer<HttpCapture> {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Answer::Unanswered(error_chain(&e)),
+        };
+        let status = response.status().as_u16();
+        let content_type = header_text(response.headers(), reqwest::header::CONTENT_TYPE);
+        match response.text().await {
+            Ok(body) => Answer::Answered(HttpCapture {
+                request_line,
+                status,
+                content_type,
+                body,
+            }),
+            Err(e) => Answer::Unanswered(format!("body unreadable: {}", error_chain(&e))),
+        }
+    }
+
+    /// The model ids `/v1/models` lists, or why they could not be read.
+    /// Used before a run to tell a wrong URL or model name from a violation.
+    pub async fn served_models(&self) -> Result<Option<Vec<String>>, OpenAiError> {
+        match self.get("/v1/models").await {
+            Answer::Unanswered(reason) => Err(OpenAiError::Unreachable {
+                url: self.base.to_string(),
+                reason,
+            }),
+            Answer::Answered(capture) => Ok(capture.json().and_then(|json| {
+                json.get("data")?.as_array().map(|entries| {
+                    entries
+                        .iter()
+                        .filter_map(|e| e.get("id")?.as_str().map(str::to_string))
+                        .collect()
+                })
+            })),
+        }
+    }
+}
+
+pub(crate) fn header_text(
+    headers: &reqwest::header::HeaderMap,
+    name: reqwest::header::HeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// An error and its sources on one line, repeated messages dropped.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,373 @@
+//! The API checks as named probes: each sends its requests once, then is judged against a profile.
+
+use super::check::{Checks, Rule};
+use super::client::{Answer, Endpoint, HttpCapture};
+use super::request::{ApiKind, GenerationRequest};
+use super::sse::StreamCapture;
+use super::validate;
+use crate::profile::{Profile, ProfileChoice};
+
+/// A model name no deployment serves.
+pub const UNKNOWN_MODEL: &str = "dynamo-conformance/no-such-model";
+/// The guide's `max_tokens`.
+pub const GUIDE_MAX_TOKENS: u64 = 300;
+/// A bound small enough that every engine hits it.
+pub const SMALL_MAX_TOKENS: u64 = 5;
+
+/// One named group of API checks. The conformance cases and `api` run the same probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiProbe {
+    /// `GET /health` of the frontend.
+    FrontendHealth,
+    /// `GET /v1/models` lists the model, well formed.
+    ModelsListsModel,
+    /// The guide's non-streamed completion.
+    Completion,
+    /// The guide's streamed completion.
+    CompletionStream,
+    /// A non-streamed chat completion.
+    Chat,
+    /// A streamed chat completion.
+    ChatStream,
+    /// Streamed completion and chat asking for `stream_options.include_usage`.
+    StreamUsage,
+    /// A small `max_tokens`, streamed and not, is never exceeded.
+    MaxTokensBound,
+    /// An unknown model is rejected with a 4xx.
+    UnknownModelRejected,
+    /// Malformed requests are rejected with a 4xx.
+    MalformedRequestRejected,
+}
+
+impl ApiProbe {
+    /// Every probe, in the order the guide's promises come.
+    pub const ALL: [ApiProbe; 10] = [
+        ApiProbe::FrontendHealth,
+        ApiProbe::ModelsListsModel,
+        ApiProbe::Completion,
+        ApiProbe::CompletionStream,
+        ApiProbe::Chat,
+        ApiProbe::ChatStream,
+        ApiProbe::StreamUsage,
+        ApiProbe::MaxTokensBound,
+        ApiProbe::UnknownModelRejected,
+        ApiProbe::MalformedRequestRejected,
+    ];
+
+    /// The probe's name, the last part of its case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiProbe::FrontendHealth => "frontend_health",
+            ApiProbe::ModelsListsModel => "models_lists_model",
+            ApiProbe::Completion => "completion",
+            ApiProbe::CompletionStream => "completion_stream",
+            ApiProbe::Chat => "chat",
+            ApiProbe::ChatStream => "chat_stream",
+            ApiProbe::StreamUsage => "stream_usage",
+            ApiProbe::MaxTokensBound => "max_tokens_bound",
+            ApiProbe::UnknownModelRejected => "unknown_model_rejected",
+            ApiProbe::MalformedRequestRejected => "malformed_request_rejected",
+        }
+    }
+
+    fn requests(self, model: &str) -> Vec<Expectation> {
+        use ApiKind::{Chat, Completions};
+        let generation =
+            |kind, max| Expectation::Generation(GenerationRequest::new(kind, model, max));
+        let streamed = |kind, max| {
+            Expectation::Generation(GenerationRequest::new(kind, model, max).streamed())
+        };
+        match self {
+            ApiProbe::FrontendHealth => vec![Expectation::FrontendHealth],
+            ApiProbe::ModelsListsModel => vec![Expectation::Models],
+            ApiProbe::Completion => vec![generation(Completions, GUIDE_MAX_TOKENS)],
+            ApiProbe::CompletionStream => vec![streamed(Completions, GUIDE_MAX_TOKENS)],
+            ApiProbe::Chat => vec![generation(Chat, 64)],
+            ApiProbe::ChatStream => vec![streamed(Chat, 64)],
+            ApiProbe::StreamUsage => [Completions, Chat]
+                .into_iter()
+                .map(|kind| {
+                    Expectation::Generation(GenerationRequest::new(kind, model, 32).with_usage())
+                })
+                .collect(),
+            ApiProbe::MaxTokensBound => vec![
+                generation(Completions, SMALL_MAX_TOKENS),
+                streamed(Completions, SMALL_MAX_TOKENS),
+                generation(Chat, SMALL_MAX_TOKENS),
+            ],
+            ApiProbe::UnknownModelRejected => vec![
+                Expectation::Rejected(Malformed::UnknownModel, ApiKind::Completions),
+                Expectation::Rejected(Malformed::UnknownModel, ApiKind::Chat),
+            ],
+            ApiProbe::MalformedRequestRejected => vec![
+                Expectation::Rejected(Malformed::InvalidJson, ApiKind::Completions),
+                Expectation::Rejected(Malformed::MissingPrompt, ApiKind::Completions),
+                Expectation::Rejected(Malformed::MissingMessages, ApiKind::Chat),
+            ],
+        }
+    }
+
+    /// Sends the probe's requests and records the answers.
+    pub async fn observe(self, endpoint: &Endpoint, model: &str) -> Observation {
+        let mut exchanges = Vec::new();
+        for expectation in self.requests(model) {
+            let captured = expectation.send(endpoint, model).await;
+            exchanges.push(Exchange {
+                expectation,
+                captured,
+            });
+        }
+        Observation {
+            probe: self,
+            exchanges,
+        }
+    }
+}
+
+/// A request built to be rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// A well-formed request for a model nobody serves.
+    UnknownModel,
+    /// A body that is not JSON.
+    InvalidJson,
+    /// A completion without `prompt`.
+    MissingPrompt,
+    /// A chat completion without `messages`.
+    MissingMessages,
+}
+
+impl Malformed {
+    fn body(self, model: &str, kind: ApiKind) -> String {
+        match self {
+            Malformed::UnknownModel => {
+                GenerationRequest::new(kind, UNKNOWN_MODEL, SMALL_MAX_TOKENS)
+                    .body()
+                    .to_string()
+            }
+            Malformed::InvalidJson => format!(r#"{{"model": "{model}", "prompt": "#),
+            Malformed::MissingPrompt | Malformed::MissingMessages => {
+                serde_json::json!({ "model": model, "max_tokens": SMALL_MAX_TOKENS }).to_string()
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Malformed::UnknownModel => "unknown model",
+            Malformed::InvalidJson => "invalid JSON",
+            Malformed::MissingPrompt => "no prompt",
+            Malformed::MissingMessages => "no messages",
+        }
+    }
+}
+
+/// What a request promises about its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// The frontend's `/health`.
+    FrontendHealth,
+    /// `/v1/models`.
+    Models,
+    /// A completion or chat request, streamed or not.
+    Generation(GenerationRequest),
+    /// A request that must be rejected.
+    Rejected(Malformed, ApiKind),
+    /// A worker system port's `/health` or `/live`.
+    Worker(Rule),
+}
+
+/// An answer as captured, streamed or not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Captured {
+    /// A whole response.
+    Http(Answer<HttpCapture>),
+    /// A Server-Sent Events response.
+    Stream(Answer<StreamCapture>),
+}
+
+impl Expectation {
+    async fn send(&self, endpoint: &Endpoint, model: &str) -> Captured {
+        match self {
+            Expectation::FrontendHealth => Captured::Http(endpoint.get("/health").await),
+            Expectation::Models => Captured::Http(endpoint.get("/v1/models").await),
+            Expectation::Generation(request) if request.stream => Captured::Stream(
+                endpoint
+                    .post_stream(request.kind.path(), &request.body())
+                    .await,
+            ),
+            Expectation::Generation(request) => Captured::Http(
+                endpoint
+                    .post_json(request.kind.path(), &request.body())
+                    .await,
+            ),
+            Expectation::Rejected(malformed, kind) => {
+                let mut answer = endpoint
+                    .post_raw(kind.path(), &malformed.body(model, *kind))
+                    .await;
+                if let Answer::Answered(capture) = &mut answer {
+                    capture.request_line =
+                        format!("{} ({})", capture.request_line, malformed.label());
+                }
+                Captured::Http(answer)
+            }
+            Expectation::Worker(rule) => {
+                let path = if *rule == Rule::WorkerLive {
+                    "/live"
+                } else {
+                    "/health"
+                };
+                Captured::Http(endpoint.get(path).await)
+            }
+        }
+    }
+
+    /// The rule a missing answer breaks, and the request it was for.
+    fn first_rule(&self) -> (Rule, String) {
+        match self {
+            Expectation::FrontendHealth => (Rule::HealthStatus, "GET /health".into()),
+            Expectation::Models => (Rule::ModelsStatus, "GET /v1/models".into()),
+            Expectation::Generation(r) if r.stream => (
+                Rule::StreamStatus,
+                format!("POST {} (stream)", r.kind.path()),
+            ),
+            Expectation::Generation(r) => (Rule::ResponseStatus, format!("POST {}", r.kind.path())),
+            Expectation::Rejected(m, kind) => (
+                Rule::ErrorStatus,
+                format!("POST {} ({})", kind.path(), m.label()),
+            ),
+            Expectation::Worker(rule) => (
+                *rule,
+                format!(
+                    "GET {}",
+                    if *rule == Rule::WorkerLive {
+                        "/live"
+                    } else {
+                        "/health"
+                    }
+                ),
+            ),
+        }
+    }
+}
+
+/// One request and what came back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// What the answer must satisfy.
+    pub expectation: Expectation,
+    /// The answer.
+    pub captured: Captured,
+}
+
+/// Everything a probe saw, to be judged against one or more profiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The probe that made these exchanges.
+    pub probe: ApiProbe,
+    /// Its exchanges, in order.
+    pub exchanges: Vec<Exchange>,
+}
+
+impl Observation {
+    /// Judges every exchange against `profile`.
+    pub fn judge(&self, model: &str, profile: &Profile) -> Checks {
+        judge_exchanges(&self.exchanges, model, profile)
+    }
+}
+
+/// Judges exchanges against `profile`.
+pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -> Checks {
+    let mut checks = Checks::default();
+    for exchange in exchanges {
+        match (&exchange.expectation, &exchange.captured) {
+            (
+                expectation,
+                Captured::Http(Answer::Unanswered(reason))
+                | Captured::Stream(Answer::Unanswered(reason)),
+            ) => {
+                let (rule, subject) = expectation.first_rule();
+                checks.fail(rule, &subject, "an HTTP answer", format!("none: {reason}"));
+            }
+            (Expectation::FrontendHealth, Captured::Http(Answer::Answered(c))) => {
+                validate::frontend_health(c, profile, &mut checks)
+            }
+            (Expectation::Models, Captured::Http(Answer::Answered(c))) => {
+                validate::models(c, model, profile, &mut checks)
+            }
+            (Expectation::Generation(request), Captured::Http(Answer::Answered(c))) => {
+                validate::response(c, request, profile, &mut checks)
+            }
+            (Expectation::Generation(request), Captured::Stream(Answer::Answered(c))) => {
+                validate::stream(c, request, profile, &mut checks)
+            }
+            (Expectation::Rejected(..), Captured::Http(Answer::Answered(c))) => {
+                validate::rejected(c, profile, &mut checks)
+            }
+            (Expectation::Worker(rule), Captured::Http(Answer::Answered(c))) => {
+                validate::worker_probe(c, *rule, &mut checks)
+            }
+            (expectation, Captured::Stream(Answer::Answered(c))) => {
+                let (rule, subject) = expectation.first_rule();
+                checks.fail(
+                    rule,
+                    &subject,
+                    "a whole response",
+                    format!("an event stream ({:?})", c.content_type),
+                );
+            }
+        }
+    }
+    checks
+}
+
+/// Checks a worker's system port: `/health` ready and `/live`.
+pub async fn observe_worker(system: &Endpoint) -> Vec<Exchange> {
+    let mut exchanges = Vec::new();
+    for rule in [Rule::WorkerHealth, Rule::WorkerLive] {
+        let expectation = Expectation::Worker(rule);
+        let captured = expectation.send(system, "").await;
+        exchanges.push(Exchange {
+            expectation,
+            captured,
+        });
+    }
+    exchanges
+}
+
+/// The verdict of a whole API run under a profile choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiVerdict {
+    /// The profile the checks below were judged against.
+    pub profile: &'static Profile,
+    /// True when `profile` was satisfied (under `auto`: the endpoint matched it).
+    pub matched: bool,
+    /// Every check, in probe order.
+    pub checks: Checks,
+}
+
+/// Judges observations against the profiles `choice` allows; the first profile
+/// with no violation wins, otherwise the one with fewest.
+pub fn judge(observations: &[Observation], model: &str, choice: ProfileChoice) -> ApiVerdict {
+    let mut best: Option<ApiVerdict> = None;
+    for profile in choice.candidates() {
+        let mut checks = Checks::default();
+        for observation in observations {
+            checks.extend(observation.judge(model, profile));
+        }
+        let verdict = ApiVerdict {
+            profile,
+            matched: checks.all_passed(),
+            checks,
+        };
+        if verdict.matched {
+            return verdict;
+        }
+        let fewer =
+            |b: &ApiVerdict| verdict.checks.violations().count() < b.checks.violations().count();
+        if best.as_ref().is_none_or(fewer) {
+            best = Some(verdict);
+        }
+    }
+    best.expect("a profile choice has at least one candidate")
+}

@@ -1,0 +1,125 @@
+//! The generation requests the suite sends, and what each promises about its answer.
+
+use serde_json::{Value, json};
+
+/// The prompt of the guide's own example.
+pub const GUIDE_PROMPT: &str = "What is opennebula?";
+
+/// The two generation APIs of an OpenAI-compatible frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/chat/completions`.
+    Chat,
+}
+
+impl ApiKind {
+    /// The request path.
+    pub fn path(self) -> &'static str {
+        match self {
+            ApiKind::Completions => "/v1/completions",
+            ApiKind::Chat => "/v1/chat/completions",
+        }
+    }
+
+    /// The `object` of a whole (non-streamed) response.
+    pub fn response_object(self) -> &'static str {
+        match self {
+            ApiKind::Completions => "text_completion",
+            ApiKind::Chat => "chat.completion",
+        }
+    }
+
+    /// The `object` of a streamed chunk.
+    pub fn chunk_object(self) -> &'static str {
+        match self {
+            ApiKind::Completions => "text_completion",
+            ApiKind::Chat => "chat.completion.chunk",
+        }
+    }
+}
+
+/// A completion or chat request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationRequest {
+    /// Which API.
+    pub kind: ApiKind,
+    /// The model asked for.
+    pub model: String,
+    /// The `max_tokens` bound.
+    pub max_tokens: u64,
+    /// Whether to stream.
+    pub stream: bool,
+    /// Whether to ask for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl GenerationRequest {
+    /// A non-streamed request.
+    pub fn new(kind: ApiKind, model: &str, max_tokens: u64) -> Self {
+        GenerationRequest {
+            kind,
+            model: model.to_string(),
+            max_tokens,
+            stream: false,
+            include_usage: false,
+        }
+    }
+
+    /// The same request, streamed.
+    #[must_use]
+    pub fn streamed(mut self) -> Self {
+        self.stream = true;
+        self
+    }
+
+    /// The same request, streamed, asking for a final usage chunk.
+    #[must_use]
+    pub fn with_usage(mut self) -> Self {
+        self.stream = true;
+        self.include_usage = true;
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut body = match self.kind {
+            ApiKind::Completions => json!({ "model": self.model, "prompt": GUIDE_PROMPT }),
+            ApiKind::Chat => json!({
+                "model": self.model,
+                "messages": [{ "role": "user", "content": GUIDE_PROMPT }],
+            }),
+        };
+        body["max_tokens"] = json!(self.max_tokens);
+        body["stream"] = json!(self.stream);
+        if self.include_usage {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guide_request_is_what_the_guide_sends() {
+        let body = GenerationRequest::new(ApiKind::Completions, "Qwen/Qwen3-0.6B", 300).body();
+        assert_eq!(
+            body,
+            json!({"model": "Qwen/Qwen3-0.6B", "prompt": "What is opennebula?", "stream": false, "max_tokens": 300})
+        );
+    }
+
+    #[test]
+    fn usage_requests_stream_and_ask_for_usage() {
+        let body = GenerationRequest::new(ApiKind::Chat, "m", 5)
+            .with_usage()
+            .body();
+        assert_eq!(body["stream"], json!(true));
+        assert_eq!(body["stream_options"]["include_usage"], json!(true));
+        assert_eq!(body["messages"][0]["role"], json!("user"));
+    }
+}

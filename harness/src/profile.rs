@@ -1,0 +1,231 @@
+//! What each supported Dynamo release promises, kept as data rather than as branches in cases.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A Dynamo release this suite knows how to install and check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DynamoVersion {
+    /// 0.4.1, the release the guide installs.
+    V0_4_1,
+    /// 1.6.1, the newest release on PyPI when this suite was written.
+    V1_6_1,
+}
+
+impl DynamoVersion {
+    /// Every release, oldest first.
+    pub const ALL: [DynamoVersion; 2] = [DynamoVersion::V0_4_1, DynamoVersion::V1_6_1];
+
+    /// The version string as PyPI and the Helm charts spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynamoVersion::V0_4_1 => "0.4.1",
+            DynamoVersion::V1_6_1 => "1.6.1",
+        }
+    }
+
+    /// The API profile this release is expected to satisfy.
+    pub fn profile(self) -> &'static Profile {
+        match self {
+            DynamoVersion::V0_4_1 => &Profile::V0_4,
+            DynamoVersion::V1_6_1 => &Profile::V1,
+        }
+    }
+}
+
+impl fmt::Display for DynamoVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DynamoVersion {
+    type Err = ProfileError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim().trim_start_matches('v');
+        DynamoVersion::ALL
+            .into_iter()
+            .find(|v| v.as_str() == trimmed)
+            .ok_or_else(|| ProfileError::UnknownVersion(s.to_string()))
+    }
+}
+
+/// How streamed chunks report token usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamUsage {
+    /// Every chunk carries a running `usage` object (0.4.x).
+    RunningInEveryChunk,
+    /// Chunks carry no usage; a final chunk with `choices: []` carries it when
+    /// `stream_options.include_usage` is asked for (OpenAI's behaviour, 1.x).
+    FinalChunkWhenAsked,
+}
+
+/// The JSON shape of an error response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorBody {
+    /// `{"error": "Model not found"}` (0.4.x).
+    ErrorString,
+    /// `{"message": "...", "type": "...", "code": 404}` (1.x).
+    FlatMessage,
+}
+
+/// What the frontend's `/health` answers once the model is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontendHealth {
+    /// 200 with `{"status": "healthy", ...}`.
+    StatusHealthy,
+}
+
+/// The API promises of one family of Dynamo releases.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// Short name used on the command line and in reports.
+    pub name: &'static str,
+    /// The `object` field of each `/v1/models` entry.
+    pub model_entry_object: &'static str,
+    /// How streamed chunks report usage.
+    pub stream_usage: StreamUsage,
+    /// The error body shape.
+    pub error_body: ErrorBody,
+    /// Tokens a `length`-finished completion may fall short of `max_tokens` by
+    /// (0.4.1 stops one token early: `max_tokens` 10 gives 9).
+    pub length_shortfall: u64,
+    /// What `/health` of the frontend answers.
+    pub frontend_health: FrontendHealth,
+    /// Whether the release's mocker can run a real prefill/decode pair whose
+    /// prefill worker reports the requests it served.
+    pub disaggregation_observable: bool,
+}
+
+impl Profile {
+    /// Dynamo 0.4.x, the guide's release.
+    pub const V0_4: Profile = Profile {
+        name: "0.4",
+        model_entry_object: "object",
+        stream_usage: StreamUsage::RunningInEveryChunk,
+        error_body: ErrorBody::ErrorString,
+        length_shortfall: 1,
+        frontend_health: FrontendHealth::StatusHealthy,
+        disaggregation_observable: false,
+    };
+
+    /// Dynamo 1.x.
+    pub const V1: Profile = Profile {
+        name: "1.x",
+        model_entry_object: "model",
+        stream_usage: StreamUsage::FinalChunkWhenAsked,
+        error_body: ErrorBody::FlatMessage,
+        length_shortfall: 0,
+        frontend_health: FrontendHealth::StatusHealthy,
+        disaggregation_observable: true,
+    };
+
+    /// Every concrete profile, oldest first.
+    pub const ALL: [&'static Profile; 2] = [&Profile::V0_4, &Profile::V1];
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// A profile as asked for on the command line: a concrete one, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileChoice {
+    /// Check against this profile only.
+    Exactly(&'static Profile),
+    /// Accept what any supported release does and report which one matched.
+    Auto,
+}
+
+impl ProfileChoice {
+    /// The profiles to validate against.
+    pub fn candidates(self) -> Vec<&'static Profile> {
+        match self {
+            ProfileChoice::Exactly(profile) => vec![profile],
+            ProfileChoice::Auto => Profile::ALL.to_vec(),
+        }
+    }
+}
+
+impl fmt::Display for ProfileChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileChoice::Exactly(profile) => profile.fmt(f),
+            ProfileChoice::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl FromStr for ProfileChoice {
+    type Err = ProfileError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(ProfileChoice::Auto),
+            "0.4" | "0.4.x" => Ok(ProfileChoice::Exactly(&Profile::V0_4)),
+            "1" | "1.x" => Ok(ProfileChoice::Exactly(&Profile::V1)),
+            other => Err(ProfileError::UnknownProfile(other.to_string())),
+        }
+    }
+}
+
+/// Errors naming a release or profile the suite does not know.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProfileError {
+    /// A Dynamo version outside [`DynamoVersion::ALL`].
+    #[error("unknown Dynamo version '{0}' (supported: 0.4.1, 1.6.1)")]
+    UnknownVersion(String),
+    /// A profile name other than `0.4`, `1.x` or `auto`.
+    #[error("unknown profile '{0}' (expected one of: 0.4, 1.x, auto)")]
+    UnknownProfile(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("0.4.1", DynamoVersion::V0_4_1)]
+    #[case("v1.6.1", DynamoVersion::V1_6_1)]
+    #[case(" 1.6.1 ", DynamoVersion::V1_6_1)]
+    fn versions_parse(#[case] input: &str, #[case] expected: DynamoVersion) {
+        assert_eq!(input.parse::<DynamoVersion>(), Ok(expected));
+    }
+
+    #[rstest]
+    #[case("0.4.2")]
+    #[case("latest")]
+    #[case("")]
+    fn unknown_versions_are_rejected(#[case] input: &str) {
+        let err = input.parse::<DynamoVersion>().unwrap_err();
+        assert!(err.to_string().contains("supported: 0.4.1, 1.6.1"), "{err}");
+    }
+
+    #[rstest]
+    #[case("auto", ProfileChoice::Auto)]
+    #[case("0.4", ProfileChoice::Exactly(&Profile::V0_4))]
+    #[case("1.x", ProfileChoice::Exactly(&Profile::V1))]
+    fn profiles_parse(#[case] input: &str, #[case] expected: ProfileChoice) {
+        assert_eq!(input.parse::<ProfileChoice>(), Ok(expected));
+    }
+
+    #[test]
+    fn an_invalid_profile_names_the_choices() {
+        let err = "2.0".parse::<ProfileChoice>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown profile '2.0' (expected one of: 0.4, 1.x, auto)"
+        );
+    }
+
+    #[test]
+    fn each_version_maps_to_its_profile() {
+        assert_eq!(DynamoVersion::V0_4_1.profile().name, "0.4");
+        assert_eq!(DynamoVersion::V1_6_1.profile().name, "1.x");
+        assert_eq!(ProfileChoice::Auto.candidates().len(), Profile::ALL.len());
+    }
+}
