@@ -1,1 +1,375 @@
-fn main() {}
+//! The `dynamo-conformance` command line: run the suite, check any endpoint, manage local Dynamo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::{Args, Parser, Subcommand};
+use harness::config::{Config, ConfigLayer};
+use harness::openai::{ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
+use harness::profile::ProfileChoice;
+use harness::{dynamo, report, suite};
+
+/// Exit codes, as documented in the README.
+mod exit {
+    /// Everything conformed.
+    pub const OK: u8 = 0;
+    /// A case failed, or the endpoint broke a rule.
+    pub const NONCONFORMANT: u8 = 1;
+    /// The input was bad: flags, configuration, URL, model.
+    pub const BAD_INPUT: u8 = 2;
+    /// The environment could not be set up (install, start, stop).
+    pub const ENVIRONMENT: u8 = 3;
+}
+
+/// Proves an NVIDIA Dynamo deployment works, step by step as the guide installs it.
+#[derive(Debug, Parser)]
+#[command(name = "dynamo-conformance", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the conformance suite (by default against real Dynamo started on this machine).
+    Run(RunArgs),
+    /// Check any OpenAI-compatible endpoint against a Dynamo release's API promises.
+    Api(ApiArgs),
+    /// Manage the local real Dynamo graph (frontend, decode and prefill workers on the mocker).
+    #[command(subcommand)]
+    Dynamo(DynamoCommand),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct ConfigArgs {
+    /// A YAML configuration file (default: $DYNAMO_CONFORMANCE_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the cluster comes from: local, existing or kind.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The Dynamo release under test: 0.4.1 (the guide's) or 1.6.1.
+    #[arg(long, value_name = "VERSION")]
+    dynamo_version: Option<String>,
+    /// The model the graph serves.
+    #[arg(long)]
+    model: Option<String>,
+    /// Where installs and generated models are cached.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Where reports are written.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Seconds a deployment may take to become ready.
+    #[arg(long, value_name = "SECS")]
+    ready_timeout_secs: Option<u64>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, String> {
+        let flags = ConfigLayer {
+            provider: self.provider.clone(),
+            dynamo_version: self.dynamo_version.clone(),
+            model: self.model.clone(),
+            cache_dir: self.cache_dir.clone(),
+            report_dir: self.report_dir.clone(),
+            ready_timeout_secs: self.ready_timeout_secs,
+            ..ConfigLayer::default()
+        };
+        Config::load(flags, self.config.as_deref()).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Run only the cases whose names contain this text.
+    filter: Option<String>,
+    /// With a filter: run only the case of exactly that name.
+    #[arg(long)]
+    exact: bool,
+    /// List the cases instead of running them.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// The frontend's base URL, e.g. http://127.0.0.1:9000 (a port-forward).
+    #[arg(long)]
+    url: String,
+    /// The model the frontend serves.
+    #[arg(long)]
+    model: String,
+    /// The release profile to hold the endpoint to: 0.4, 1.x or auto.
+    #[arg(long, default_value = "auto")]
+    profile: ProfileChoice,
+    /// Seconds of silence tolerated inside a stream.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    stream_idle_secs: u64,
+    /// Seconds a whole stream or request may take.
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    deadline_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum DynamoCommand {
+    /// Start the local graph (or reuse a running one) and keep it up until `down`.
+    Up(ConfigArgs),
+    /// Stop the local graph.
+    Down(ConfigArgs),
+    /// Show the local graph's state.
+    Status(ConfigArgs),
+    /// Own a deployment (started by the suite; not for direct use).
+    #[command(hide = true)]
+    Supervise {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Stay up when no suite process uses the graph.
+        #[arg(long)]
+        linger: bool,
+    },
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{} (see --help)", line.trim_end());
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Api(args) => api(args),
+        Command::Dynamo(command) => dynamo_command(command),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return fail(
+                exit::ENVIRONMENT,
+                format!("cannot locate this program: {e}"),
+            );
+        }
+    };
+    let recorder: suite::Recorder = Arc::new(Mutex::new(Vec::new()));
+    let trials = suite::trials(&config, &exe, Some(recorder.clone()));
+    let arguments = libtest_mimic::Arguments {
+        filter: args.filter,
+        exact: args.exact,
+        list: args.list,
+        test_threads: Some(1),
+        ..libtest_mimic::Arguments::default()
+    };
+    println!(
+        "dynamo-conformance: provider {}, Dynamo {} (profile {}), model {}",
+        config.provider.as_str(),
+        config.dynamo_version,
+        config.dynamo_version.profile(),
+        config.model
+    );
+    let conclusion = libtest_mimic::run(&arguments, trials);
+    if args.list {
+        return ExitCode::SUCCESS;
+    }
+    let target = suite::acquired_target();
+    let provenance = target.map(|t| t.provenance.clone());
+    if target.is_some_and(suite::Target::started_here)
+        && let Err(e) = dynamo::stop(&config)
+    {
+        eprintln!("warning: could not stop the local Dynamo graph: {e}");
+    }
+    let recorded = recorder.lock().expect("recorder lock").clone();
+    let results = report::complete(&suite::cases(&config), &recorded);
+    print!("\n{}", report::table(&results, provenance.as_deref()));
+    match report::write_json(&config, &results, provenance.as_deref()) {
+        Ok(path) => println!("report: {}", path.display()),
+        Err(e) => eprintln!("warning: could not write the report: {e}"),
+    }
+    if conclusion.has_failed() {
+        ExitCode::from(exit::NONCONFORMANT)
+    } else {
+        ExitCode::from(exit::OK)
+    }
+}
+
+fn api(args: ApiArgs) -> ExitCode {
+    if args.stream_idle_secs == 0 || args.deadline_secs == 0 {
+        return fail(
+            exit::BAD_INPUT,
+            "--stream-idle-secs and --deadline-secs must be at least 1",
+        );
+    }
+    let timeouts = ApiTimeouts {
+        request: std::time::Duration::from_secs(args.deadline_secs),
+        stream_idle: std::time::Duration::from_secs(args.stream_idle_secs),
+        stream_deadline: std::time::Duration::from_secs(args.deadline_secs),
+        ..ApiTimeouts::default()
+    };
+    let endpoint = match Endpoint::new(&args.url, timeouts) {
+        Ok(e) => e,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(exit::ENVIRONMENT, format!("cannot start a runtime: {e}")),
+    };
+    runtime.block_on(async {
+        match endpoint.served_models().await {
+            Err(e) => return fail(exit::BAD_INPUT, e),
+            Ok(Some(served)) if !served.contains(&args.model) => {
+                let e = OpenAiError::ModelNotServed {
+                    model: args.model.clone(),
+                    url: endpoint.base().to_string(),
+                    served,
+                };
+                return fail(exit::BAD_INPUT, e);
+            }
+            Ok(_) => {}
+        }
+        let mut observations = Vec::new();
+        for probe in ApiProbe::ALL {
+            observations.push(probe.observe(&endpoint, &args.model).await);
+        }
+        let verdict = judge(&observations, &args.model, args.profile);
+        for check in verdict.checks.iter() {
+            println!("{check}");
+        }
+        let violated = verdict.checks.violated_rules();
+        let failed = verdict.checks.violations().count();
+        let passed = verdict.checks.len() - failed;
+        match (args.profile, verdict.matched) {
+            (ProfileChoice::Auto, true) => println!("profile: auto matched {}", verdict.profile),
+            (ProfileChoice::Auto, false) => {
+                println!(
+                    "profile: auto matched no release; closest is {}",
+                    verdict.profile
+                )
+            }
+            (_, _) => println!("profile: {}", verdict.profile),
+        }
+        if !violated.is_empty() {
+            let ids: Vec<&str> = violated.iter().map(|r| r.id()).collect();
+            println!("violated rules: {}", ids.join(", "));
+        }
+        println!("api: {passed} passed, {failed} failed");
+        if verdict.matched {
+            ExitCode::from(exit::OK)
+        } else {
+            ExitCode::from(exit::NONCONFORMANT)
+        }
+    })
+}
+
+fn dynamo_command(command: DynamoCommand) -> ExitCode {
+    let (config_args, linger) = match &command {
+        DynamoCommand::Up(c) | DynamoCommand::Down(c) | DynamoCommand::Status(c) => (c, false),
+        DynamoCommand::Supervise { config, linger } => (config, *linger),
+    };
+    let config = match config_args.load() {
+        Ok(c) => c,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    match command {
+        DynamoCommand::Supervise { .. } => match dynamo::run_supervisor(&config, linger) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(exit::ENVIRONMENT, e),
+        },
+        DynamoCommand::Up(_) => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    return fail(
+                        exit::ENVIRONMENT,
+                        format!("cannot locate this program: {e}"),
+                    );
+                }
+            };
+            if let Ok(Some(state)) = dynamo::status(&config)
+                && !state.linger
+            {
+                let _ = dynamo::stop(&config);
+            }
+            match dynamo::LocalDynamo::attach(&config, &exe, true) {
+                Ok(local) => {
+                    print_state(&local.state);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(exit::ENVIRONMENT, e),
+            }
+        }
+        DynamoCommand::Down(_) => match dynamo::stop(&config) {
+            Ok(true) => {
+                println!("stopped the local Dynamo {} graph", config.dynamo_version);
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                println!("no local Dynamo {} graph is running", config.dynamo_version);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(exit::ENVIRONMENT, e),
+        },
+        DynamoCommand::Status(_) => match dynamo::status(&config) {
+            Ok(Some(state)) => {
+                print_state(&state);
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!("no local Dynamo {} graph is running", config.dynamo_version);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(exit::ENVIRONMENT, e),
+        },
+    }
+}
+
+fn print_state(state: &dynamo::DeploymentState) {
+    println!(
+        "Dynamo {} ({:?}), model {}",
+        state.version, state.phase, state.model
+    );
+    println!("frontend  {}", state.frontend_url);
+    for worker in &state.workers {
+        println!(
+            "{:<9} {}  ({})",
+            worker.role.as_str(),
+            worker.system_url,
+            worker.engine
+        );
+    }
+    for process in &state.processes {
+        println!(
+            "process   {:<8} pid {:<7} log {}",
+            process.name,
+            process.pid,
+            process.log.display()
+        );
+    }
+    if let Some(detail) = &state.detail {
+        println!("note      {detail}");
+    }
+}

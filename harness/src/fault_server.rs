@@ -86,7 +86,7 @@ pub enum Fault {
     AcceptsUnknownModel,
     /// Malformed requests get 500.
     ServerErrorOnMalformed,
-    /// Error bodies are plain text.
+    /// Error bodies are empty.
     PlainTextErrors,
 }
 
@@ -219,9 +219,17 @@ fn error(b: Behaviour, status: StatusCode, message: &str) -> Response {
         status
     };
     if b.has(Fault::PlainTextErrors) {
-        return (status, message.to_string()).into_response();
+        return (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            String::new(),
+        )
+            .into_response();
     }
     let body = match b.flavor {
+        Flavor::V0_4 if status == StatusCode::BAD_REQUEST => {
+            return (status, message.to_string()).into_response();
+        }
         Flavor::V0_4 => json!({"error": message}),
         Flavor::V1 => {
             json!({"message": message, "type": "invalid_request_error", "code": status.as_u16()})

@@ -61,13 +61,15 @@ pub enum StreamUsage {
     FinalChunkWhenAsked,
 }
 
-/// The JSON shape of an error response body.
+/// The shape of an error response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorBody {
-    /// `{"error": "Model not found"}` (0.4.x).
+    /// JSON `{"error": "Model not found"}` (0.4.x, unknown model).
     ErrorString,
-    /// `{"message": "...", "type": "...", "code": 404}` (1.x).
+    /// JSON `{"message": "...", "type": "...", "code": 404}` (1.x).
     FlatMessage,
+    /// A non-empty plain-text message (0.4.x, malformed requests: axum's own rejection).
+    PlainText,
 }
 
 /// What the frontend's `/health` answers once the model is served.
@@ -86,8 +88,10 @@ pub struct Profile {
     pub model_entry_object: &'static str,
     /// How streamed chunks report usage.
     pub stream_usage: StreamUsage,
-    /// The error body shape.
-    pub error_body: ErrorBody,
+    /// The error body of a request for an unknown model.
+    pub unknown_model_error: ErrorBody,
+    /// The error body of a malformed request (bad JSON, a missing field).
+    pub malformed_error: ErrorBody,
     /// Tokens a `length`-finished completion may fall short of `max_tokens` by
     /// (0.4.1 stops one token early: `max_tokens` 10 gives 9).
     pub length_shortfall: u64,
@@ -104,7 +108,8 @@ impl Profile {
         name: "0.4",
         model_entry_object: "object",
         stream_usage: StreamUsage::RunningInEveryChunk,
-        error_body: ErrorBody::ErrorString,
+        unknown_model_error: ErrorBody::ErrorString,
+        malformed_error: ErrorBody::PlainText,
         length_shortfall: 1,
         frontend_health: FrontendHealth::StatusHealthy,
         disaggregation_observable: false,
@@ -115,7 +120,8 @@ impl Profile {
         name: "1.x",
         model_entry_object: "model",
         stream_usage: StreamUsage::FinalChunkWhenAsked,
-        error_body: ErrorBody::FlatMessage,
+        unknown_model_error: ErrorBody::FlatMessage,
+        malformed_error: ErrorBody::FlatMessage,
         length_shortfall: 0,
         frontend_health: FrontendHealth::StatusHealthy,
         disaggregation_observable: true,

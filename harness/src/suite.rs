@@ -1,1 +1,341 @@
-//! The ordered conformance cases.
+//! The ordered conformance cases, as libtest-mimic trials shared by `cargo nextest` and `run`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Failed, Trial};
+
+use crate::config::{Config, ProviderKind};
+use crate::dynamo::{LocalDynamo, WorkerRole};
+use crate::metrics;
+use crate::openai::probe::{self, Exchange, Expectation};
+use crate::openai::{ApiKind, ApiProbe, Endpoint, GenerationRequest, Rule};
+use crate::profile::Profile;
+
+/// What a case checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseCheck {
+    /// A worker's system port answers `/health` ready and `/live`.
+    WorkerHealth(WorkerRole),
+    /// One API probe against the frontend.
+    Api(ApiProbe),
+    /// The prefill worker served the requests.
+    Disaggregation,
+}
+
+/// A named, ordered case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// Hierarchical name, e.g. `guide::api::completion_stream`.
+    pub name: String,
+    /// What it checks.
+    pub check: CaseCheck,
+    /// Why it cannot run with this configuration, if it cannot.
+    pub skip: Option<String>,
+}
+
+/// Every case for `config`, in the guide's order. Listing makes no network call.
+pub fn cases(config: &Config) -> Vec<Case> {
+    let profile = config.dynamo_version.profile();
+    let mut cases = Vec::new();
+    for role in [WorkerRole::Decode, WorkerRole::Prefill] {
+        cases.push(Case {
+            name: format!("guide::workers::{}_health", role.as_str()),
+            check: CaseCheck::WorkerHealth(role),
+            skip: None,
+        });
+    }
+    for api in ApiProbe::ALL {
+        cases.push(Case {
+            name: format!("guide::api::{}", api.name()),
+            check: CaseCheck::Api(api),
+            skip: None,
+        });
+    }
+    cases.push(Case {
+        name: "guide::workers::disaggregation".into(),
+        check: CaseCheck::Disaggregation,
+        skip: (!profile.disaggregation_observable).then(|| {
+            format!(
+                "Dynamo {}'s mocker is aggregated only, so no prefill worker can show it served a request",
+                config.dynamo_version
+            )
+        }),
+    });
+    cases
+}
+
+/// What a case run found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check held.
+    Passed(String),
+    /// At least one check failed, or the target could not be reached.
+    Failed(String),
+    /// Not run, for the stated reason.
+    Skipped(String),
+}
+
+/// One case's result, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseResult {
+    /// The case name.
+    pub name: String,
+    /// What it found.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// The endpoints the cases run against, and what is real or simulated behind them.
+#[derive(Debug)]
+pub struct Target {
+    /// The frontend.
+    pub frontend: Endpoint,
+    /// Each worker's system port.
+    pub workers: Vec<(WorkerRole, Endpoint)>,
+    /// The served model.
+    pub model: String,
+    /// The profile the answers are judged against.
+    pub profile: &'static Profile,
+    /// What is real and what is simulated, one line.
+    pub provenance: String,
+    /// Where the processes' logs are.
+    pub logs: PathBuf,
+    local: LocalDynamo,
+}
+
+impl Target {
+    /// Whether this process started the deployment (and so should stop it when done).
+    pub fn started_here(&self) -> bool {
+        self.local.started_here
+    }
+}
+
+fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
+    match config.provider {
+        ProviderKind::Local => {}
+        other => {
+            return Err(format!(
+                "provider '{}' is not available yet: only 'local' runs the API tier today",
+                other.as_str()
+            ));
+        }
+    }
+    let local = LocalDynamo::attach(config, supervisor_exe, false).map_err(|e| e.to_string())?;
+    let endpoint = |url: &str| Endpoint::new(url, config.api_timeouts).map_err(|e| e.to_string());
+    let frontend = endpoint(&local.state.frontend_url)?;
+    let mut workers = Vec::new();
+    for worker in &local.state.workers {
+        workers.push((worker.role, endpoint(&worker.system_url)?));
+    }
+    let engines: Vec<String> = local
+        .state
+        .workers
+        .iter()
+        .map(|w| format!("{}: {}", w.role.as_str(), w.engine))
+        .collect();
+    let provenance = format!(
+        "real: Dynamo {} frontend and workers from PyPI, processes on this machine; simulated: the vLLM engine ({}); \
+         no GPU; no Kubernetes (the cluster tiers come with the local control plane)",
+        local.state.version,
+        engines.join("; ")
+    );
+    Ok(Target {
+        frontend,
+        workers,
+        model: local.state.model.clone(),
+        profile: config.dynamo_version.profile(),
+        provenance,
+        logs: local.dir.join("logs"),
+        local,
+    })
+}
+
+static TARGET: OnceLock<Result<Target, String>> = OnceLock::new();
+
+/// The process-wide target, acquired once and shared by every case in this process.
+fn target(config: &Config, supervisor_exe: &Path) -> Result<&'static Target, String> {
+    TARGET
+        .get_or_init(|| acquire(config, supervisor_exe))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The target this process acquired, if any case acquired one.
+pub fn acquired_target() -> Option<&'static Target> {
+    TARGET.get().and_then(|t| t.as_ref().ok())
+}
+
+fn failed(target: &Target, lines: Vec<String>) -> Outcome {
+    Outcome::Failed(format!(
+        "{}\nlogs: {}\n{}",
+        lines.join("\n"),
+        target.logs.display(),
+        target.provenance
+    ))
+}
+
+fn verdict(target: &Target, checks: crate::openai::Checks) -> Outcome {
+    if checks.all_passed() {
+        Outcome::Passed(format!(
+            "{} checks held (profile {}); {}",
+            checks.len(),
+            target.profile,
+            target.provenance
+        ))
+    } else {
+        failed(
+            target,
+            checks.violations().map(ToString::to_string).collect(),
+        )
+    }
+}
+
+async fn run_check(check: CaseCheck, target: &Target) -> Outcome {
+    match check {
+        CaseCheck::Api(api) => {
+            let observation = api.observe(&target.frontend, &target.model).await;
+            verdict(target, observation.judge(&target.model, target.profile))
+        }
+        CaseCheck::WorkerHealth(role) => match target.workers.iter().find(|(r, _)| *r == role) {
+            None => failed(
+                target,
+                vec![format!("no {} worker was started", role.as_str())],
+            ),
+            Some((_, system)) => {
+                let exchanges: Vec<Exchange> = probe::observe_worker(system).await;
+                verdict(
+                    target,
+                    probe::judge_exchanges(&exchanges, &target.model, target.profile),
+                )
+            }
+        },
+        CaseCheck::Disaggregation => disaggregation(target).await,
+    }
+}
+
+const PREFILL_COUNTER: &str = "dynamo_component_requests_total";
+
+async fn prefill_served(system: &Endpoint) -> Result<f64, String> {
+    let capture = match system.get("/metrics").await {
+        crate::openai::Answer::Answered(c) if c.status == 200 => c,
+        crate::openai::Answer::Answered(c) => {
+            return Err(format!("prefill /metrics answered {}", c.status));
+        }
+        crate::openai::Answer::Unanswered(reason) => {
+            return Err(format!("prefill /metrics: {reason}"));
+        }
+    };
+    let labels = [
+        ("dynamo_component", "prefill"),
+        ("dynamo_endpoint", "generate"),
+    ];
+    metrics::counter_sum(&capture.body, PREFILL_COUNTER, &labels)
+        .map(|v| v.unwrap_or(0.0))
+        .map_err(|e| e.to_string())
+}
+
+/// Sends requests through the frontend and proves the prefill worker counted each of them.
+async fn disaggregation(target: &Target) -> Outcome {
+    let Some((_, prefill)) = target
+        .workers
+        .iter()
+        .find(|(r, _)| *r == WorkerRole::Prefill)
+    else {
+        return failed(target, vec!["no prefill worker was started".into()]);
+    };
+    let before = match prefill_served(prefill).await {
+        Ok(v) => v,
+        Err(e) => return failed(target, vec![e]),
+    };
+    const REQUESTS: u32 = 3;
+    let mut exchanges = Vec::new();
+    for _ in 0..REQUESTS {
+        let request = GenerationRequest::new(ApiKind::Completions, &target.model, 8);
+        let captured = probe::Captured::Http(
+            target
+                .frontend
+                .post_json(request.kind.path(), &request.body())
+                .await,
+        );
+        exchanges.push(Exchange {
+            expectation: Expectation::Generation(request),
+            captured,
+        });
+    }
+    let mut checks = probe::judge_exchanges(&exchanges, &target.model, target.profile);
+    let after = match prefill_served(prefill).await {
+        Ok(v) => v,
+        Err(e) => return failed(target, vec![e]),
+    };
+    checks.expect(
+        Rule::DisaggPrefillServed,
+        "prefill worker /metrics",
+        after - before >= f64::from(REQUESTS),
+        format!(
+            "{PREFILL_COUNTER}{{dynamo_component=\"prefill\",dynamo_endpoint=\"generate\"}} up by at least {REQUESTS}"
+        ),
+        || format!("{before} before, {after} after"),
+    );
+    verdict(target, checks)
+}
+
+/// Runs one case to its outcome, acquiring the target first.
+pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome {
+    if let Some(reason) = &case.skip {
+        return Outcome::Skipped(reason.clone());
+    }
+    let target = match target(config, supervisor_exe) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(format!("target unavailable: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("cannot start a runtime: {e}")),
+    };
+    runtime.block_on(run_check(case.check, target))
+}
+
+/// Collects case results as trials finish.
+pub type Recorder = Arc<Mutex<Vec<CaseResult>>>;
+
+/// The cases as libtest-mimic trials. Skipped cases are marked ignored, with the reason as their kind.
+pub fn trials(config: &Config, supervisor_exe: &Path, recorder: Option<Recorder>) -> Vec<Trial> {
+    cases(config)
+        .into_iter()
+        .map(|case| {
+            let skip = case.skip.clone();
+            let name = case.name.clone();
+            let config = config.clone();
+            let exe = supervisor_exe.to_path_buf();
+            let recorder = recorder.clone();
+            let trial = Trial::test(name, move || {
+                let started = Instant::now();
+                let outcome = run_case(&case, &config, &exe);
+                if let Some(recorder) = &recorder {
+                    recorder.lock().expect("recorder lock").push(CaseResult {
+                        name: case.name.clone(),
+                        outcome: outcome.clone(),
+                        duration: started.elapsed(),
+                    });
+                }
+                match outcome {
+                    Outcome::Passed(_) => Ok(()),
+                    Outcome::Failed(message) => Err(Failed::from(message)),
+                    Outcome::Skipped(reason) => {
+                        Err(Failed::from(format!("cannot run here: {reason}")))
+                    }
+                }
+            });
+            match skip {
+                Some(_) => trial.with_ignored_flag(true).with_kind("skipped"),
+                None => trial,
+            }
+        })
+        .collect()
+}

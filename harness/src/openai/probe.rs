@@ -301,8 +301,12 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
             (Expectation::Generation(request), Captured::Stream(Answer::Answered(c))) => {
                 validate::stream(c, request, profile, &mut checks)
             }
-            (Expectation::Rejected(..), Captured::Http(Answer::Answered(c))) => {
-                validate::rejected(c, profile, &mut checks)
+            (Expectation::Rejected(malformed, _), Captured::Http(Answer::Answered(c))) => {
+                let shape = match malformed {
+                    Malformed::UnknownModel => profile.unknown_model_error,
+                    _ => profile.malformed_error,
+                };
+                validate::rejected(c, shape, profile, &mut checks)
             }
             (Expectation::Worker(rule), Captured::Http(Answer::Answered(c))) => {
                 validate::worker_probe(c, *rule, &mut checks)

@@ -783,8 +783,8 @@ fn stream_usage(
     }
 }
 
-/// A request the endpoint must reject: a 4xx with an error body of the release's shape.
-pub fn rejected(capture: &HttpCapture, profile: &Profile, checks: &mut Checks) {
+/// A request the endpoint must reject: a 4xx with an error body of the shape `shape`.
+pub fn rejected(capture: &HttpCapture, shape: ErrorBody, profile: &Profile, checks: &mut Checks) {
     let subject = &capture.request_line;
     if !checks.expect(
         Rule::ErrorStatus,
@@ -796,20 +796,21 @@ pub fn rejected(capture: &HttpCapture, profile: &Profile, checks: &mut Checks) {
         return;
     }
     let json = capture.json();
-    let (ok, expected) = match profile.error_body {
-        ErrorBody::ErrorString => (
-            json.as_ref()
-                .and_then(|j| j.get("error"))
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty()),
-            r#"{"error": "<message>"}"#,
-        ),
+    let text_at = |key: &str| {
+        json.as_ref()
+            .and_then(|j| j.get(key))
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    let (ok, expected) = match shape {
+        ErrorBody::ErrorString => (text_at("error"), r#"{"error": "<message>"}"#),
         ErrorBody::FlatMessage => (
-            json.as_ref()
-                .and_then(|j| j.get("message"))
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty()),
+            text_at("message"),
             r#"{"message": "<message>", "type": ..., "code": ...}"#,
+        ),
+        ErrorBody::PlainText => (
+            json.is_none() && !capture.body.trim().is_empty(),
+            "a plain-text message",
         ),
     };
     checks.expect(
@@ -1059,15 +1060,35 @@ mod tests {
     #[case::flat_under_0_4(&Profile::V0_4, 404, r#"{"message":"Model not found"}"#, &["error.body"])]
     #[case::accepted(&Profile::V1, 200, GOOD_COMPLETION, &["error.status"])]
     #[case::server_error(&Profile::V1, 500, r#"{"message":"boom"}"#, &["error.status"])]
-    #[case::plain_text(&Profile::V1, 400, "bad request", &["error.body"])]
+    #[case::plain_text(&Profile::V1, 404, "bad request", &["error.body"])]
     fn rejections(
         #[case] profile: &Profile,
         #[case] status: u16,
         #[case] body: &str,
         #[case] violated: &[&str],
     ) {
+        let capture = http(status, "application/json", body);
         assert_eq!(
-            judged(|c| rejected(&http(status, "application/json", body), profile, c)),
+            judged(|c| rejected(&capture, profile.unknown_model_error, profile, c)),
+            violated
+        );
+    }
+
+    #[rstest]
+    #[case::plain_text_under_0_4(&Profile::V0_4, 422, "Failed to deserialize the JSON body", &[])]
+    #[case::json_under_0_4(&Profile::V0_4, 400, r#"{"error":"bad"}"#, &["error.body"])]
+    #[case::empty_under_0_4(&Profile::V0_4, 400, "", &["error.body"])]
+    #[case::flat_under_1x(&Profile::V1, 400, r#"{"message":"missing field `prompt`","type":"Bad Request","code":400}"#, &[])]
+    #[case::plain_under_1x(&Profile::V1, 400, "missing field", &["error.body"])]
+    fn malformed_rejections(
+        #[case] profile: &Profile,
+        #[case] status: u16,
+        #[case] body: &str,
+        #[case] violated: &[&str],
+    ) {
+        let capture = http(status, "text/plain", body);
+        assert_eq!(
+            judged(|c| rejected(&capture, profile.malformed_error, profile, c)),
             violated
         );
     }

@@ -1,0 +1,301 @@
+//! The processes of a local disaggregated Dynamo graph (frontend, decode, prefill) for each release.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use super::DynamoError;
+use super::install::PythonEnv;
+use super::model::ModelDir;
+use super::state::{WorkerRole, WorkerState};
+use super::tools;
+use crate::profile::DynamoVersion;
+
+/// A process to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// `frontend`, `decode`, `prefill`, `etcd`, `nats`.
+    pub name: &'static str,
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment added to the supervisor's.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessSpec {
+    /// The command line as a shell would show it, environment first.
+    pub fn command_line(&self) -> String {
+        let env = self.env.iter().map(|(k, v)| format!("{k}={v}"));
+        let program = std::iter::once(self.program.display().to_string());
+        env.chain(program)
+            .chain(self.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What must hold before the deployment counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Endpoint paths that the frontend's `/health` must list (e.g. the prefill worker's).
+    pub frontend_lists: Vec<String>,
+}
+
+/// Everything to start, and where it will answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// In start order.
+    pub processes: Vec<ProcessSpec>,
+    /// The frontend's base URL.
+    pub frontend_url: String,
+    /// The workers and their system ports.
+    pub workers: Vec<WorkerState>,
+    /// When it is ready.
+    pub readiness: Readiness,
+}
+
+/// Ports handed out, lowest and highest: Dynamo reads `DYN_SYSTEM_PORT` as an i16,
+/// so a port above 32767 (most of Linux's ephemeral range) makes a worker exit.
+const PORT_RANGE: (u16, u16) = (20_000, 32_767);
+
+/// A free TCP port on the loopback interface, below 32768.
+pub fn free_port() -> Result<u16, DynamoError> {
+    let (low, high) = PORT_RANGE;
+    let span = u32::from(high - low) + 1;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % span;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .ok_or_else(|| DynamoError::Missing {
+            what: format!("a free loopback port in {low}..={high}"),
+            hint: "stop some local servers".into(),
+        })
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn pairs(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Plans the guide's graph for `version`: a frontend, a decode worker and a prefill worker,
+/// each worker on Dynamo's mocker engine in place of vLLM.
+pub fn plan(
+    version: DynamoVersion,
+    env: &PythonEnv,
+    model: &ModelDir,
+    model_name: &str,
+    run_dir: &Path,
+    cache_dir: &Path,
+) -> Result<Plan, DynamoError> {
+    let python = env.python();
+    let model_path = model.path.display().to_string();
+    let http_port = free_port()?.to_string();
+    let frontend_url = format!("http://127.0.0.1:{http_port}");
+    let decode_port = free_port()?.to_string();
+    let prefill_port = free_port()?.to_string();
+    let system_url = |port: &str| format!("http://127.0.0.1:{port}");
+    let common_env = [
+        ("HF_HUB_OFFLINE", "1"),
+        ("DYN_LOG", "info"),
+        ("PYTHONUNBUFFERED", "1"),
+    ];
+    match version {
+        DynamoVersion::V1_6_1 => {
+            let kv = run_dir.join("discovery").display().to_string();
+            let planes = [
+                "--discovery-backend",
+                "file",
+                "--request-plane",
+                "tcp",
+                "--event-plane",
+                "zmq",
+            ];
+            let mut base_env = pairs(&common_env);
+            base_env.push(("DYN_FILE_KV".into(), kv));
+            // Without these, 1.6.1 binds its request and event planes to the machine's first address.
+            base_env.extend(pairs(&[
+                ("DYN_TCP_RPC_HOST", "127.0.0.1"),
+                ("DYN_TCP_RESPONSE_STREAM_HOST", "127.0.0.1"),
+                ("DYN_EVENT_PLANE_HOST", "127.0.0.1"),
+                ("DYN_SYSTEM_HOST", "127.0.0.1"),
+            ]));
+            let worker = |name: &'static str, mode: &str, port: &str| {
+                let mut args = strings(&[
+                    "-m",
+                    "dynamo.mocker",
+                    "--model-path",
+                    &model_path,
+                    "--model-name",
+                    model_name,
+                ]);
+                args.extend(strings(&["--disaggregation-mode", mode]));
+                args.extend(strings(&planes));
+                let mut env = base_env.clone();
+                // Without the endpoint health status, /health stays 503 "notready" for good.
+                env.extend(pairs(&[
+                    ("DYN_SYSTEM_PORT", port),
+                    ("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "[\"generate\"]"),
+                ]));
+                ProcessSpec {
+                    name,
+                    program: python.clone(),
+                    args,
+                    env,
+                }
+            };
+            let mut frontend_args = strings(&[
+                "-m",
+                "dynamo.frontend",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                &http_port,
+            ]);
+            frontend_args.extend(strings(&["--router-mode", "kv"]));
+            frontend_args.extend(strings(&planes));
+            Ok(Plan {
+                processes: vec![
+                    worker("prefill", "prefill", &prefill_port),
+                    worker("decode", "decode", &decode_port),
+                    ProcessSpec {
+                        name: "frontend",
+                        program: python.clone(),
+                        args: frontend_args,
+                        env: base_env.clone(),
+                    },
+                ],
+                frontend_url,
+                workers: vec![
+                    WorkerState {
+                        role: WorkerRole::Decode,
+                        system_url: system_url(&decode_port),
+                        engine: "Dynamo mocker, --disaggregation-mode decode".into(),
+                    },
+                    WorkerState {
+                        role: WorkerRole::Prefill,
+                        system_url: system_url(&prefill_port),
+                        engine: "Dynamo mocker, --disaggregation-mode prefill".into(),
+                    },
+                ],
+                readiness: Readiness {
+                    frontend_lists: vec!["prefill.generate".into(), "backend.generate".into()],
+                },
+            })
+        }
+        DynamoVersion::V0_4_1 => {
+            let programs = tools::ensure(&[tools::ETCD, tools::NATS], cache_dir)?;
+            let (etcd, nats) = (programs[0].clone(), programs[1].clone());
+            let etcd_port = free_port()?.to_string();
+            let etcd_peer = free_port()?.to_string();
+            let nats_port = free_port()?.to_string();
+            let nats_monitor = free_port()?.to_string();
+            let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+            let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+            let etcd_data = run_dir.join("etcd").display().to_string();
+            let nats_data = run_dir.join("nats").display().to_string();
+            let mut base_env = pairs(&common_env);
+            base_env.push(("ETCD_ENDPOINTS".into(), etcd_url.clone()));
+            base_env.push((
+                "NATS_SERVER".into(),
+                format!("nats://127.0.0.1:{nats_port}"),
+            ));
+            let worker = |name: &'static str, endpoint: &str, port: &str| {
+                let args = strings(&[
+                    "-m",
+                    "dynamo.mocker",
+                    "--model-path",
+                    &model_path,
+                    "--model-name",
+                    model_name,
+                    "--endpoint",
+                    endpoint,
+                ]);
+                let mut env = base_env.clone();
+                env.extend(pairs(&[
+                    ("DYN_SYSTEM_ENABLED", "true"),
+                    ("DYN_SYSTEM_HOST", "127.0.0.1"),
+                    ("DYN_SYSTEM_PORT", port),
+                    ("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "[\"generate\"]"),
+                ]));
+                ProcessSpec {
+                    name,
+                    program: python.clone(),
+                    args,
+                    env,
+                }
+            };
+            Ok(Plan {
+                processes: vec![
+                    ProcessSpec {
+                        name: "etcd",
+                        program: etcd,
+                        args: strings(&[
+                            "--name",
+                            "conformance",
+                            "--data-dir",
+                            &etcd_data,
+                            "--listen-client-urls",
+                            &etcd_url,
+                            "--advertise-client-urls",
+                            &etcd_url,
+                            "--listen-peer-urls",
+                            &peer_url,
+                            "--initial-advertise-peer-urls",
+                            &peer_url,
+                            "--initial-cluster",
+                            &format!("conformance={peer_url}"),
+                        ]),
+                        env: Vec::new(),
+                    },
+                    ProcessSpec {
+                        name: "nats",
+                        program: nats,
+                        args: strings(&["-js", "-a", "127.0.0.1", "-p", &nats_port, "-m", &nats_monitor, "-sd", &nats_data]),
+                        env: Vec::new(),
+                    },
+                    worker("decode", "dyn://dynamo.backend.generate", &decode_port),
+                    worker("prefill", "dyn://dynamo.prefill.generate", &prefill_port),
+                    ProcessSpec {
+                        name: "frontend",
+                        program: python.clone(),
+                        args: strings(&[
+                            "-m",
+                            "dynamo.frontend",
+                            "--http-host",
+                            "127.0.0.1",
+                            "--http-port",
+                            &http_port,
+                            "--router-mode",
+                            "kv",
+                        ]),
+                        env: base_env.clone(),
+                    },
+                ],
+                frontend_url,
+                workers: vec![
+                    WorkerState {
+                        role: WorkerRole::Decode,
+                        system_url: system_url(&decode_port),
+                        engine: "Dynamo mocker, aggregated (0.4.1's mocker has no disaggregation mode)".into(),
+                    },
+                    WorkerState {
+                        role: WorkerRole::Prefill,
+                        system_url: system_url(&prefill_port),
+                        engine: "Dynamo mocker on dyn://dynamo.prefill.generate (serves no requests in 0.4.1)".into(),
+                    },
+                ],
+                readiness: Readiness { frontend_lists: vec!["backend.generate".into()] },
+            })
+        }
+    }
+}
