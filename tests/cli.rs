@@ -1,1 +1,285 @@
+//! The command line as a user meets it: `api` against the project's fault server, and bad input.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use harness::fault_server::{Behaviour, Fault, FaultServer, Flavor, Framing, SERVED_MODEL};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dynamo-conformance");
+
+fn conformance(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("DYNAMO_CONFORMANCE_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+/// Runs `api` against a fault server in a thread of its own, so the server keeps answering.
+fn api_against(behaviour: Behaviour, profile: &str) -> Output {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(FaultServer::start(behaviour)).unwrap();
+    let url = server.url();
+    let output = conformance(&[
+        "api",
+        "--url",
+        &url,
+        "--model",
+        SERVED_MODEL,
+        "--profile",
+        profile,
+        "--stream-idle-secs",
+        "1",
+    ]);
+    drop(server);
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn api_accepts_every_conforming_variation() {
+    for (flavor, profile) in [
+        (Flavor::V0_4, "0.4"),
+        (Flavor::V1, "1.x"),
+        (Flavor::V1, "auto"),
+        (Flavor::V0_4, "auto"),
+    ] {
+        for framing in [
+            Framing::Lf,
+            Framing::CrLf,
+            Framing::Cr,
+            Framing::Comments,
+            Framing::Split,
+        ] {
+            let output = api_against(Behaviour::conforming(flavor).with_framing(framing), profile);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{flavor:?} {framing:?} --profile {profile}:\n{}",
+                stdout(&output)
+            );
+            assert!(
+                stdout(&output).contains(", 0 failed"),
+                "{}",
+                stdout(&output)
+            );
+        }
+    }
+}
+
+#[test]
+fn api_reports_which_release_an_endpoint_matches() {
+    let output = api_against(Behaviour::conforming(Flavor::V0_4), "auto");
+    assert!(
+        stdout(&output).contains("profile: auto matched 0.4"),
+        "{}",
+        stdout(&output)
+    );
+    let output = api_against(Behaviour::conforming(Flavor::V1), "auto");
+    assert!(
+        stdout(&output).contains("profile: auto matched 1.x"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn api_holds_an_endpoint_to_the_profile_asked_for() {
+    let output = api_against(Behaviour::conforming(Flavor::V1), "0.4");
+    assert_eq!(output.status.code(), Some(1));
+    for rule in ["models.entry", "stream.usage", "error.body"] {
+        assert!(
+            stdout(&output).contains(&format!("FAIL  {rule}")),
+            "{rule}: {}",
+            stdout(&output)
+        );
+    }
+}
+
+#[test]
+fn api_rejects_each_protocol_violation_naming_its_rule() {
+    let cases = [
+        (Fault::Unhealthy, "health.status"),
+        (Fault::ModelsNotAList, "models.list"),
+        (Fault::ModelEntryIncomplete, "models.entry"),
+        (Fault::WrongContentType, "response.content_type"),
+        (Fault::MissingId, "response.id"),
+        (Fault::ModelNotEchoed, "response.model"),
+        (Fault::NoFinishReason, "response.finish_reason"),
+        (Fault::EmptyText, "response.text"),
+        (Fault::UsageDoesNotAddUp, "usage.arithmetic"),
+        (Fault::ExceedsMaxTokens, "usage.max_tokens"),
+        (Fault::StreamWrongContentType, "stream.content_type"),
+        (Fault::NoDone, "stream.done"),
+        (Fault::DataAfterDone, "stream.done"),
+        (Fault::InvalidJsonEvent, "stream.event_json"),
+        (Fault::ChangingId, "stream.id"),
+        (Fault::WrongChunkObject, "stream.object"),
+        (Fault::FinishReasonEveryChunk, "stream.finish_reason"),
+        (Fault::Stall, "stream.terminated"),
+        (Fault::ErrorEvent, "stream.error_event"),
+        (Fault::MisplacedStreamUsage, "stream.usage"),
+        (Fault::AcceptsUnknownModel, "error.status"),
+        (Fault::ServerErrorOnMalformed, "error.status"),
+        (Fault::PlainTextErrors, "error.body"),
+    ];
+    let mut rules = std::collections::BTreeSet::new();
+    for (fault, rule) in cases {
+        let output = api_against(Behaviour::conforming(Flavor::V1).with_fault(fault), "1.x");
+        let out = stdout(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{fault:?} was not rejected:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("FAIL  {rule}")),
+            "{fault:?} not reported as {rule}:\n{out}"
+        );
+        assert!(out.contains("violated rules: "), "{out}");
+        rules.insert(rule);
+    }
+    assert!(
+        rules.len() >= 12,
+        "only {} distinct rules: {rules:?}",
+        rules.len()
+    );
+}
+
+#[test]
+fn a_stall_fails_within_the_idle_timeout_naming_what_came_last() {
+    let started = std::time::Instant::now();
+    let output = api_against(
+        Behaviour::conforming(Flavor::V1).with_fault(Fault::Stall),
+        "1.x",
+    );
+    let out = stdout(&output);
+    assert!(
+        out.contains("silence for 1s after 2 events, the last at"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+fn assert_one_line_error(output: &Output, code: i32, contains: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "more than one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+    assert!(err.contains(contains), "{err:?} lacks {contains:?}");
+}
+
+#[test]
+fn an_unreachable_url_is_one_line() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = conformance(&[
+        "api",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "--model",
+        "m",
+    ]);
+    assert_one_line_error(&output, 2, "no HTTP answer from");
+}
+
+#[test]
+fn a_wrong_model_name_is_one_line_listing_what_is_served() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(FaultServer::start(Behaviour::conforming(Flavor::V1)))
+        .unwrap();
+    let output = conformance(&["api", "--url", &server.url(), "--model", "llama"]);
+    assert_one_line_error(&output, 2, "model 'llama' is not served at");
+    assert!(stderr(&output).contains("it serves: Qwen/Qwen3-0.6B"));
+}
+
+#[test]
+fn an_invalid_profile_is_one_line() {
+    let output = conformance(&[
+        "api",
+        "--url",
+        "http://127.0.0.1:1",
+        "--model",
+        "m",
+        "--profile",
+        "2.0",
+    ]);
+    assert_one_line_error(
+        &output,
+        2,
+        "unknown profile '2.0' (expected one of: 0.4, 1.x, auto)",
+    );
+}
+
+#[test]
+fn an_invalid_url_is_one_line() {
+    let output = conformance(&["api", "--url", "localhost:9000", "--model", "m"]);
+    assert_one_line_error(&output, 2, "invalid URL");
+}
+
+#[test]
+fn a_server_that_does_not_speak_http_is_one_line() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\nnot http at all\r\n");
+        }
+    });
+    let output = conformance(&["api", "--url", &url, "--model", "m"]);
+    assert_one_line_error(&output, 2, "no HTTP answer from");
+}
+
+#[test]
+fn an_unknown_dynamo_version_is_one_line() {
+    let output = conformance(&["run", "--dynamo-version", "0.9.9", "--list"]);
+    assert_one_line_error(
+        &output,
+        2,
+        "unknown Dynamo version '0.9.9' (supported: 0.4.1, 1.6.1)",
+    );
+}
+
+#[test]
+fn an_invalid_config_file_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("conformance.yaml");
+    std::fs::write(&file, "model: [unclosed\n").unwrap();
+    let output = conformance(&["run", "--config", file.to_str().unwrap(), "--list"]);
+    assert_one_line_error(&output, 2, "invalid configuration file");
+}
+
+#[test]
+fn the_case_list_is_static_and_ordered() {
+    let output = conformance(&["run", "--list", "--dynamo-version", "1.6.1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    assert_eq!(names.first(), Some(&"guide::workers::decode_health"));
+    assert!(
+        names.contains(&"guide::api::completion_stream"),
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"guide::workers::disaggregation"));
+}

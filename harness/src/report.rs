@@ -116,3 +116,74 @@ pub fn write_json(
     )?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLayer;
+    use crate::suite::cases;
+
+    fn config(version: &str) -> Config {
+        Config::resolve(ConfigLayer {
+            dynamo_version: Some(version.into()),
+            ..ConfigLayer::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn skipped_cases_are_reported_with_their_reason_and_filtered_ones_left_out() {
+        let cases = cases(&config("0.4.1"));
+        let recorded = vec![CaseResult {
+            name: "guide::api::completion".into(),
+            outcome: Outcome::Failed("FAIL  usage.arithmetic ...".into()),
+            duration: Default::default(),
+        }];
+        let results = complete(&cases, &recorded);
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            tally(&results),
+            Tally {
+                passed: 0,
+                failed: 1,
+                skipped: 1
+            }
+        );
+        let table = table(&results, Some("real: x; simulated: y"));
+        assert!(
+            table.contains("SKIP  guide::workers::disaggregation"),
+            "{table}"
+        );
+        assert!(table.contains("aggregated only"), "{table}");
+        assert!(
+            table.ends_with("conformance: 0 passed, 1 failed, 1 skipped\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn disaggregation_runs_only_where_the_release_can_show_it() {
+        let skip = |version| {
+            cases(&config(version))
+                .into_iter()
+                .find(|c| c.name == "guide::workers::disaggregation")
+                .unwrap()
+                .skip
+        };
+        assert!(skip("0.4.1").is_some());
+        assert!(skip("1.6.1").is_none());
+    }
+
+    #[test]
+    fn the_json_report_names_the_release_and_the_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config("1.6.1");
+        config.report_dir = dir.path().to_path_buf();
+        let path = write_json(&config, &[], Some("real: everything")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(json["dynamo_version"], "1.6.1");
+        assert_eq!(json["profile"], "1.x");
+        assert_eq!(json["provenance"], "real: everything");
+    }
+}

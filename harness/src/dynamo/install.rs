@@ -71,7 +71,7 @@ pub fn ensure_env(cache_dir: &Path, version: DynamoVersion) -> Result<PythonEnv,
         return Ok(env);
     }
     std::fs::create_dir_all(&home).map_err(|e| DynamoError::io(&home, e))?;
-    let _lock = FileLock::exclusive(&home.join("install.lock"))?;
+    let _lock = FileLock::exclusive(&home.join("install.lock"), super::lock::SETUP_WAIT)?;
     if marker.exists() {
         return Ok(env);
     }

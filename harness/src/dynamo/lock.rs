@@ -2,8 +2,12 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::DynamoError;
+
+/// How long a process waits for another to finish installing or starting.
+pub const SETUP_WAIT: Duration = Duration::from_secs(900);
 
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
@@ -25,24 +29,41 @@ impl FileLock {
             .map_err(|e| DynamoError::io(path, e))
     }
 
-    /// Waits for, then holds, the only lock on `path`.
-    pub fn exclusive(path: &Path) -> Result<FileLock, DynamoError> {
-        let file = Self::open(path)?;
-        file.lock().map_err(|e| DynamoError::io(path, e))?;
-        Ok(FileLock {
-            file,
-            path: path.to_path_buf(),
-        })
+    /// Waits at most `timeout` for, then holds, the only lock on `path`.
+    pub fn exclusive(path: &Path, timeout: Duration) -> Result<FileLock, DynamoError> {
+        Self::acquire(path, timeout, File::try_lock)
     }
 
-    /// Waits for, then holds, a lock shared with other shared holders.
-    pub fn shared(path: &Path) -> Result<FileLock, DynamoError> {
+    /// Waits at most `timeout` for, then holds, a lock shared with other shared holders.
+    pub fn shared(path: &Path, timeout: Duration) -> Result<FileLock, DynamoError> {
+        Self::acquire(path, timeout, File::try_lock_shared)
+    }
+
+    fn acquire(
+        path: &Path,
+        timeout: Duration,
+        try_lock: fn(&File) -> Result<(), TryLockError>,
+    ) -> Result<FileLock, DynamoError> {
         let file = Self::open(path)?;
-        file.lock_shared().map_err(|e| DynamoError::io(path, e))?;
-        Ok(FileLock {
-            file,
-            path: path.to_path_buf(),
-        })
+        let started = Instant::now();
+        loop {
+            match try_lock(&file) {
+                Ok(()) => {
+                    return Ok(FileLock {
+                        file,
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(DynamoError::io(path, e)),
+                Err(TryLockError::WouldBlock) if started.elapsed() >= timeout => {
+                    return Err(DynamoError::LockTimeout {
+                        path: path.to_path_buf(),
+                        waited: timeout,
+                    });
+                }
+                Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// The only lock on `path` if nobody holds any, else `None`.

@@ -53,6 +53,16 @@ pub enum DynamoError {
         /// What was last observed.
         detail: String,
     },
+    /// Another suite process held a lock for too long.
+    #[error(
+        "{path} stayed locked for {waited:?} by another suite process (a stuck install or start?)"
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// The supervisor did not stop.
     #[error("the supervisor (pid {pid}) did not stop within {waited:?}")]
     StopTimeout {
@@ -122,8 +132,8 @@ impl LocalDynamo {
     ) -> Result<LocalDynamo, DynamoError> {
         let dir = deployment_dir(config);
         std::fs::create_dir_all(&dir).map_err(|e| DynamoError::io(&dir, e))?;
-        let lease = FileLock::shared(&dir.join("lease.lock"))?;
-        let _start = FileLock::exclusive(&dir.join("start.lock"))?;
+        let lease = FileLock::shared(&dir.join("lease.lock"), Duration::from_secs(60))?;
+        let _start = FileLock::exclusive(&dir.join("start.lock"), lock::SETUP_WAIT)?;
         if let Some(state) = DeploymentState::read(&dir)? {
             let usable = state.phase == Phase::Ready
                 && state.detail.is_none()

@@ -32,7 +32,10 @@ pub fn ensure_model(cache_dir: &Path, env: &PythonEnv) -> Result<ModelDir, Dynam
     let tokenizer = path.join("tokenizer.json");
     if !tokenizer.exists() {
         std::fs::create_dir_all(&home).map_err(|e| DynamoError::io(&home, e))?;
-        let _lock = FileLock::exclusive(&home.join(format!("{}.lock", &key[..16])))?;
+        let _lock = FileLock::exclusive(
+            &home.join(format!("{}.lock", &key[..16])),
+            super::lock::SETUP_WAIT,
+        )?;
         if !tokenizer.exists() {
             let work = home.join(format!("{}.work", &key[..16]));
             let _ = std::fs::remove_dir_all(&work);

@@ -52,7 +52,7 @@ pub fn ensure(tools: &[SystemTool], cache_dir: &Path) -> Result<Vec<PathBuf>, Dy
                 hint: format!("run: sudo apt-get install -y {}", packages.join(" ")),
             });
         }
-        let _lock = FileLock::exclusive(&cache_dir.join("apt.lock"))?;
+        let _lock = FileLock::exclusive(&cache_dir.join("apt.lock"), super::lock::SETUP_WAIT)?;
         if tools.iter().any(|t| locate(t.program).is_none()) {
             eprintln!(
                 "dynamo-conformance: installing {} from Debian (first run on this machine only)",
