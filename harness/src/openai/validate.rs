@@ -182,7 +182,7 @@ fn usage_counts(usage: Option<&Value>) -> Option<(u64, u64, u64)> {
 }
 
 /// The text a choice carries: `text` for completions, the delta's or message's `content` for chat.
-fn choice_text<'a>(choice: &'a Value, kind: ApiKind, streamed: bool) -> Option<&'a str> {
+fn choice_text(choice: &Value, kind: ApiKind, streamed: bool) -> Option<&str> {
     match kind {
         ApiKind::Completions => choice.get("text").and_then(Value::as_str),
         ApiKind::Chat => {
@@ -302,7 +302,7 @@ pub fn response(
     checks.pass(Rule::UsagePresent, subject);
     usage_rules(
         (prompt, completion, total),
-        reasons.iter().any(|r| *r == Some("length")),
+        reasons.contains(&Some("length")),
         request,
         profile,
         subject,
