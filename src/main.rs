@@ -138,6 +138,16 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// This binary's path: the supervisor of local deployments is this same program.
+fn this_program() -> Result<PathBuf, ExitCode> {
+    std::env::current_exe().map_err(|e| {
+        fail(
+            exit::ENVIRONMENT,
+            format!("cannot locate this program: {e}"),
+        )
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -164,14 +174,9 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(exit::BAD_INPUT, e),
     };
-    let exe = match std::env::current_exe() {
+    let exe = match this_program() {
         Ok(exe) => exe,
-        Err(e) => {
-            return fail(
-                exit::ENVIRONMENT,
-                format!("cannot locate this program: {e}"),
-            );
-        }
+        Err(code) => return code,
     };
     let recorder: suite::Recorder = Arc::new(Mutex::new(Vec::new()));
     let trials = suite::trials(&config, &exe, Some(recorder.clone()));
@@ -300,14 +305,9 @@ fn dynamo_command(command: DynamoCommand) -> ExitCode {
             Err(e) => fail(exit::ENVIRONMENT, e),
         },
         DynamoCommand::Up(_) => {
-            let exe = match std::env::current_exe() {
+            let exe = match this_program() {
                 Ok(exe) => exe,
-                Err(e) => {
-                    return fail(
-                        exit::ENVIRONMENT,
-                        format!("cannot locate this program: {e}"),
-                    );
-                }
+                Err(code) => return code,
             };
             if let Ok(Some(state)) = dynamo::status(&config)
                 && !state.linger

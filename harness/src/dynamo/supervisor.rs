@@ -129,6 +129,32 @@ async fn observe_ready(http: &reqwest::Client, plan: &Plan, model: &str) -> Resu
             crate::openai::check::excerpt(&health, 200)
         ));
     }
+    // Listed is not served: 0.4.1 lists the model before its completions route is registered.
+    for (path, body) in [
+        (
+            "/v1/completions",
+            serde_json::json!({"model": model, "prompt": "ready?", "max_tokens": 1}),
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "ready?"}], "max_tokens": 1}),
+        ),
+    ] {
+        let response = http
+            .post(format!("{}{path}", plan.frontend_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("frontend {path}: {e}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!(
+                "frontend {path} answers {status}: {}",
+                crate::openai::check::excerpt(&text, 120)
+            ));
+        }
+    }
     for worker in &plan.workers {
         let response = http
             .get(format!("{}/health", worker.system_url))

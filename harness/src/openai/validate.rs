@@ -40,6 +40,24 @@ fn status_line(status: u16, body: &str) -> String {
     format!("{status} with body {}", excerpt(body, SHOW))
 }
 
+/// Checks a 200 status, then a JSON content type; false when the status failed.
+fn ok_json(capture: &HttpCapture, status_rule: Rule, type_rule: Rule, checks: &mut Checks) -> bool {
+    let subject = &capture.request_line;
+    if !checks.expect(status_rule, subject, capture.status == 200, "200", || {
+        status_line(capture.status, &capture.body)
+    }) {
+        return false;
+    }
+    checks.expect(
+        type_rule,
+        subject,
+        is_json(capture.content_type.as_deref(), "application/json"),
+        "Content-Type application/json",
+        || type_of(capture.content_type.clone().map(Value::String).as_ref()),
+    );
+    true
+}
+
 /// `GET /health` of the frontend.
 pub fn frontend_health(capture: &HttpCapture, profile: &Profile, checks: &mut Checks) {
     let subject = &capture.request_line;
@@ -89,22 +107,9 @@ pub fn worker_probe(capture: &HttpCapture, rule: Rule, checks: &mut Checks) {
 /// `GET /v1/models`: well formed, and lists `model`.
 pub fn models(capture: &HttpCapture, model: &str, profile: &Profile, checks: &mut Checks) {
     let subject = &capture.request_line;
-    if !checks.expect(
-        Rule::ModelsStatus,
-        subject,
-        capture.status == 200,
-        "200",
-        || status_line(capture.status, &capture.body),
-    ) {
+    if !ok_json(capture, Rule::ModelsStatus, Rule::ModelsContentType, checks) {
         return;
     }
-    checks.expect(
-        Rule::ModelsContentType,
-        subject,
-        is_json(capture.content_type.as_deref(), "application/json"),
-        "Content-Type application/json",
-        || type_of(capture.content_type.clone().map(Value::String).as_ref()),
-    );
     let json = capture.json();
     let data = json.as_ref().and_then(|j| {
         (j.get("object").and_then(Value::as_str) == Some("list"))
@@ -200,22 +205,14 @@ pub fn response(
     checks: &mut Checks,
 ) {
     let subject = &capture.request_line;
-    if !checks.expect(
+    if !ok_json(
+        capture,
         Rule::ResponseStatus,
-        subject,
-        capture.status == 200,
-        "200",
-        || status_line(capture.status, &capture.body),
+        Rule::ResponseContentType,
+        checks,
     ) {
         return;
     }
-    checks.expect(
-        Rule::ResponseContentType,
-        subject,
-        is_json(capture.content_type.as_deref(), "application/json"),
-        "Content-Type application/json",
-        || type_of(capture.content_type.clone().map(Value::String).as_ref()),
-    );
     let Some(Value::Object(body)) = capture.json() else {
         checks.fail(
             Rule::ResponseJson,
