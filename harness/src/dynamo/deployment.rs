@@ -21,6 +21,8 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     /// Environment added to the supervisor's.
     pub env: Vec<(String, String)>,
+    /// A URL that must answer 200 before this process starts.
+    pub start_after: Option<String>,
 }
 
 impl ProcessSpec {
@@ -151,6 +153,7 @@ pub fn plan(
                     program: python.clone(),
                     args,
                     env,
+                    start_after: None,
                 }
             };
             let mut frontend_args = strings(&[
@@ -172,6 +175,7 @@ pub fn plan(
                         program: python.clone(),
                         args: frontend_args,
                         env: base_env.clone(),
+                        start_after: None,
                     },
                 ],
                 frontend_url,
@@ -232,6 +236,7 @@ pub fn plan(
                     program: python.clone(),
                     args,
                     env,
+                    start_after: None,
                 }
             };
             Ok(Plan {
@@ -256,15 +261,22 @@ pub fn plan(
                             &format!("conformance={peer_url}"),
                         ]),
                         env: Vec::new(),
+                        start_after: None,
                     },
                     ProcessSpec {
                         name: "nats",
                         program: nats,
                         args: strings(&["-js", "-a", "127.0.0.1", "-p", &nats_port, "-m", &nats_monitor, "-sd", &nats_data]),
                         env: Vec::new(),
+                        start_after: None,
                     },
                     worker("decode", "dyn://dynamo.backend.generate", &decode_port),
-                    worker("prefill", "dyn://dynamo.prefill.generate", &prefill_port),
+                    // Two 0.4.1 workers registering one model at once race on NATS's object
+                    // store ("no stream found for given subject"): the prefill waits for the decode.
+                    ProcessSpec {
+                        start_after: Some(format!("{}/health", system_url(&decode_port))),
+                        ..worker("prefill", "dyn://dynamo.prefill.generate", &prefill_port)
+                    },
                     ProcessSpec {
                         name: "frontend",
                         program: python.clone(),
@@ -279,6 +291,7 @@ pub fn plan(
                             "kv",
                         ]),
                         env: base_env.clone(),
+                        start_after: None,
                     },
                 ],
                 frontend_url,

@@ -73,6 +73,17 @@ pub enum DynamoError {
     },
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colours_are_stripped_from_log_tails() {
+        assert_eq!(
+            super::strip_ansi("\u{1b}[2m12:00\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m boom"),
+            "12:00 ERROR boom"
+        );
+    }
+}
+
 impl DynamoError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         DynamoError::Io {
@@ -84,7 +95,7 @@ impl DynamoError {
 
 /// The last `lines` non-empty lines of a log file, joined with ` | `.
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
     let tail: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -95,6 +106,24 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         return "<empty>".into();
     }
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`), as Dynamo's logs colour their levels.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The directory of the deployment of `version`.

@@ -92,6 +92,31 @@ fn stop_all(running: &mut [Running]) {
     }
 }
 
+/// Waits until `url` answers 200, a process exits, or the deadline passes.
+async fn await_ok(
+    url: &str,
+    deadline: Instant,
+    running: &mut [Running],
+) -> Result<(), DynamoError> {
+    let http = reqwest::Client::new();
+    loop {
+        if let Some(exit) = exited(running) {
+            return Err(DynamoError::NotReady { detail: exit });
+        }
+        let last = match http.get(url).timeout(Duration::from_secs(5)).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("{url} answers {}", r.status()),
+            Err(e) => format!("{url}: {e}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(DynamoError::NotReady {
+                detail: format!("waiting to start the next process; last seen: {last}"),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// The last readiness observation, for the timeout message.
 async fn observe_ready(http: &reqwest::Client, plan: &Plan, model: &str) -> Result<(), String> {
     let models: Value = http
@@ -187,8 +212,14 @@ pub fn supervise(assignment: Assignment) -> Result<(), DynamoError> {
     std::fs::create_dir_all(&logs).map_err(|e| DynamoError::io(&logs, e))?;
 
     let mut running: Vec<Running> = Vec::new();
+    let deadline = Instant::now() + assignment.ready_timeout;
     for spec in &assignment.plan.processes {
-        match spawn(spec, &logs) {
+        let waited = match &spec.start_after {
+            None => Ok(()),
+            Some(url) => runtime.block_on(await_ok(url, deadline, &mut running)),
+        };
+        let spawned = waited.and_then(|()| spawn(spec, &logs));
+        match spawned {
             Ok(r) => {
                 state.processes.push(ProcessState {
                     name: r.name.clone(),
@@ -214,7 +245,6 @@ pub fn supervise(assignment: Assignment) -> Result<(), DynamoError> {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + assignment.ready_timeout;
         loop {
             if let Some(exit) = exited(&mut running) {
                 return Err(exit);
