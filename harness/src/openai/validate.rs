@@ -19,6 +19,16 @@ pub const FINISH_REASONS: [&str; 5] = [
 
 const SHOW: usize = 200;
 
+/// Chunk numbers for a message: the first few, then how many in all.
+fn numbers(list: &[usize]) -> String {
+    let shown: Vec<String> = list.iter().take(5).map(ToString::to_string).collect();
+    if list.len() > 5 {
+        format!("{}, … ({} in all)", shown.join(", "), list.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
 fn type_of(value: Option<&Value>) -> String {
     match value {
         None => "absent".into(),
@@ -543,7 +553,10 @@ pub fn stream(
             if early.is_empty() {
                 format!("last choice chunk's finish_reason {:?}", last_reason)
             } else {
-                format!("finish_reason already set in choice chunk(s) {early:?}")
+                format!(
+                    "finish_reason already set in choice chunk(s) {}",
+                    numbers(&early)
+                )
             }
         },
     );
@@ -752,7 +765,7 @@ fn stream_usage(
                         if early.is_empty() {
                             format!("last chunk: {}", excerpt(&Value::Object(tail.clone()).to_string(), 160))
                         } else {
-                            format!("usage or an empty choices array already in chunk(s) {early:?}")
+                            format!("usage or an empty choices array already in chunk(s) {}", numbers(&early))
                         }
                     },
                 );
@@ -772,7 +785,7 @@ fn stream_usage(
                         "no usage when stream_options.include_usage is not asked (profile {})",
                         profile.name
                     ),
-                    || format!("usage in chunk(s) {with_usage:?}"),
+                    || format!("usage in chunk(s) {}", numbers(&with_usage)),
                 );
                 None
             }
