@@ -26,4 +26,7 @@ DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.6.1 cargo nextest run --test conformance --p
 stop_graph 1.6.1
 [ -f "$junit_dir/junit.xml" ] && mv "$junit_dir/junit.xml" "$junit_dir/junit-dynamo-1.6.1.xml"
 
+# The local cluster stays up between runs of the suite; the tests leave none behind.
+target/debug/dynamo-conformance local down >/dev/null 2>&1 || true
+
 exit "$status"

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand};
-use harness::config::{Config, ConfigLayer};
+use harness::config::{Config, ConfigLayer, ProviderKind};
 use harness::openai::{ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
 use harness::profile::ProfileChoice;
 use harness::{dynamo, report, suite};
@@ -39,6 +39,19 @@ enum Command {
     /// Manage the local real Dynamo graph (frontend, decode and prefill workers on the mocker).
     #[command(subcommand)]
     Dynamo(DynamoCommand),
+    /// Manage the local Kubernetes control plane (built from the Go module proxy, kwok nodes).
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Build (first time only) and start the local control plane, or reuse the running one.
+    Up(ConfigArgs),
+    /// Stop and delete the local control plane.
+    Down(ConfigArgs),
+    /// Show the local control plane.
+    Status(ConfigArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -64,6 +77,18 @@ struct ConfigArgs {
     /// Seconds a deployment may take to become ready.
     #[arg(long, value_name = "SECS")]
     ready_timeout_secs: Option<u64>,
+    /// The kubeconfig of an existing cluster (provider `existing`).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    context: Option<String>,
+    /// A file holding the Hugging Face token (default: $HF_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    hf_token_file: Option<PathBuf>,
+    /// A local copy of the local-path-provisioner v0.0.32 manifest (air-gapped clusters).
+    #[arg(long, value_name = "FILE")]
+    provisioner_manifest: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -75,6 +100,10 @@ impl ConfigArgs {
             cache_dir: self.cache_dir.clone(),
             report_dir: self.report_dir.clone(),
             ready_timeout_secs: self.ready_timeout_secs,
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            hf_token_file: self.hf_token_file.clone(),
+            provisioner_manifest: self.provisioner_manifest.clone(),
             ..ConfigLayer::default()
         };
         Config::load(flags, self.config.as_deref()).map_err(|e| e.to_string())
@@ -166,6 +195,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Api(args) => api(args),
         Command::Dynamo(command) => dynamo_command(command),
+        Command::Local(command) => local_command(command),
     }
 }
 
@@ -178,6 +208,25 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(exe) => exe,
         Err(code) => return code,
     };
+    if config.provider == ProviderKind::Existing && !args.list {
+        // A broken kubeconfig or an unreachable server is bad input: one line, before any case.
+        let checked = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                let path = harness::cluster::existing::kubeconfig_path(&config);
+                rt.block_on(harness::cluster::existing::connect(
+                    &path,
+                    config.context.as_deref(),
+                ))
+                .map(drop)
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = checked {
+            return fail(exit::BAD_INPUT, e);
+        }
+    }
     let recorder: suite::Recorder = Arc::new(Mutex::new(Vec::new()));
     let trials = suite::trials(&config, &exe, Some(recorder.clone()));
     let arguments = libtest_mimic::Arguments {
@@ -199,7 +248,14 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let target = suite::acquired_target();
-    let provenance = target.map(|t| t.provenance.clone());
+    let provenance: Vec<String> = [
+        suite::cluster::provenance(),
+        target.map(|t| t.provenance.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let provenance = (!provenance.is_empty()).then(|| provenance.join("\n"));
     if target.is_some_and(suite::Target::started_here)
         && let Err(e) = dynamo::stop(&config)
     {
@@ -340,6 +396,53 @@ fn dynamo_command(command: DynamoCommand) -> ExitCode {
             }
             Ok(None) => {
                 println!("no local Dynamo {} graph is running", config.dynamo_version);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(exit::ENVIRONMENT, e),
+        },
+    }
+}
+
+fn local_command(command: LocalCommand) -> ExitCode {
+    use harness::cluster::local;
+    let (LocalCommand::Up(args) | LocalCommand::Down(args) | LocalCommand::Status(args)) = &command;
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    let print = |cluster: &local::LocalCluster| {
+        println!(
+            "local cluster {} (Kubernetes {})",
+            cluster.name, cluster.kubernetes_version
+        );
+        println!("kubeconfig {}", cluster.kubeconfig.display());
+    };
+    match command {
+        LocalCommand::Up(_) => match local::up(&config.cache_dir) {
+            Ok(cluster) => {
+                print(&cluster);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(exit::ENVIRONMENT, e),
+        },
+        LocalCommand::Down(_) => match local::down(&config.cache_dir) {
+            Ok(true) => {
+                println!("deleted the local cluster");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                println!("no local cluster is running");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(exit::ENVIRONMENT, e),
+        },
+        LocalCommand::Status(_) => match local::status(&config.cache_dir) {
+            Ok(Some(cluster)) => {
+                print(&cluster);
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!("no local cluster is running");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(exit::ENVIRONMENT, e),

@@ -283,3 +283,58 @@ fn the_case_list_is_static_and_ordered() {
     );
     assert_eq!(names.last(), Some(&"guide::workers::disaggregation"));
 }
+
+#[test]
+fn a_missing_kubeconfig_is_one_line() {
+    let output = conformance(&[
+        "run",
+        "--provider",
+        "existing",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_one_line_error(&output, 2, "cannot use kubeconfig /nonexistent/kubeconfig");
+}
+
+#[test]
+fn a_broken_kubeconfig_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kubeconfig");
+    std::fs::write(&file, "clusters: [\n").unwrap();
+    let output = conformance(&[
+        "run",
+        "--provider",
+        "existing",
+        "--kubeconfig",
+        file.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, 2, "cannot use kubeconfig");
+}
+
+#[test]
+fn an_unreachable_api_server_is_one_line() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"https://127.0.0.1:{port}\"}}}}]\n\
+         contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\nusers: [{{name: u, user: {{token: x}}}}]\ncurrent-context: c\n"
+    );
+    std::fs::write(&file, kubeconfig).unwrap();
+    let output = conformance(&[
+        "run",
+        "--provider",
+        "existing",
+        "--kubeconfig",
+        file.to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &output,
+        2,
+        "cannot reach the Kubernetes API server at https://127.0.0.1:",
+    );
+}

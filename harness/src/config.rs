@@ -81,6 +81,14 @@ pub struct ConfigLayer {
     pub stream_deadline_secs: Option<u64>,
     /// Seconds a deployment may take to become ready.
     pub ready_timeout_secs: Option<u64>,
+    /// The kubeconfig of an existing cluster (default: `$KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    pub context: Option<String>,
+    /// A file holding the Hugging Face token (default: `$HF_TOKEN`).
+    pub hf_token_file: Option<PathBuf>,
+    /// A local copy of the local-path-provisioner manifest, for air-gapped clusters.
+    pub provisioner_manifest: Option<PathBuf>,
 }
 
 impl ConfigLayer {
@@ -113,6 +121,10 @@ impl ConfigLayer {
             stream_idle_secs: secs("STREAM_IDLE_SECS")?,
             stream_deadline_secs: secs("STREAM_DEADLINE_SECS")?,
             ready_timeout_secs: secs("READY_TIMEOUT_SECS")?,
+            kubeconfig: lookup("KUBECONFIG").map(PathBuf::from),
+            context: lookup("CONTEXT"),
+            hf_token_file: lookup("HF_TOKEN_FILE").map(PathBuf::from),
+            provisioner_manifest: lookup("PROVISIONER_MANIFEST").map(PathBuf::from),
         })
     }
 
@@ -151,6 +163,10 @@ impl ConfigLayer {
             stream_idle_secs: self.stream_idle_secs.or(lower.stream_idle_secs),
             stream_deadline_secs: self.stream_deadline_secs.or(lower.stream_deadline_secs),
             ready_timeout_secs: self.ready_timeout_secs.or(lower.ready_timeout_secs),
+            kubeconfig: self.kubeconfig.or(lower.kubeconfig),
+            context: self.context.or(lower.context),
+            hf_token_file: self.hf_token_file.or(lower.hf_token_file),
+            provisioner_manifest: self.provisioner_manifest.or(lower.provisioner_manifest),
         }
     }
 }
@@ -174,6 +190,14 @@ pub struct Config {
     pub api_timeouts: ApiTimeouts,
     /// How long a deployment may take to become ready.
     pub ready_timeout: Duration,
+    /// The kubeconfig of an existing cluster, if named.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context, if named.
+    pub context: Option<String>,
+    /// A file holding the Hugging Face token, if named.
+    pub hf_token_file: Option<PathBuf>,
+    /// A local copy of the provisioner manifest, if named.
+    pub provisioner_manifest: Option<PathBuf>,
 }
 
 impl Config {
@@ -242,6 +266,10 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("dynamo-conformance-report")),
             api_timeouts,
             ready_timeout: secs(layer.ready_timeout_secs, Duration::from_secs(600)),
+            kubeconfig: layer.kubeconfig,
+            context: layer.context,
+            hf_token_file: layer.hf_token_file,
+            provisioner_manifest: layer.provisioner_manifest,
         })
     }
 }

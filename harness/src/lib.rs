@@ -5,12 +5,15 @@
 //! promises ([`profile`]), the OpenAI API validators ([`openai`]), real Dynamo started
 //! locally from PyPI ([`dynamo`]), and the ordered cases themselves ([`suite`]).
 
+pub mod cluster;
 pub mod config;
 pub mod dynamo;
 #[cfg(feature = "fault-server")]
 pub mod fault_server;
+pub mod k8s;
 pub mod metrics;
 pub mod openai;
 pub mod profile;
 pub mod report;
+pub mod stages;
 pub mod suite;

@@ -97,6 +97,10 @@ pub struct Profile {
     pub length_shortfall: u64,
     /// What `/health` of the frontend answers.
     pub frontend_health: FrontendHealth,
+    /// The operator pod's containers, in order.
+    pub operator_containers: &'static [&'static str],
+    /// Whether the platform chart runs etcd by default.
+    pub platform_etcd: bool,
     /// Whether the release's mocker can run a real prefill/decode pair whose
     /// prefill worker reports the requests it served.
     pub disaggregation_observable: bool,
@@ -112,6 +116,8 @@ impl Profile {
         malformed_error: ErrorBody::PlainText,
         length_shortfall: 1,
         frontend_health: FrontendHealth::StatusHealthy,
+        operator_containers: &["kube-rbac-proxy", "manager"],
+        platform_etcd: true,
         disaggregation_observable: false,
     };
 
@@ -124,6 +130,8 @@ impl Profile {
         malformed_error: ErrorBody::FlatMessage,
         length_shortfall: 0,
         frontend_health: FrontendHealth::StatusHealthy,
+        operator_containers: &["manager"],
+        platform_etcd: false,
         disaggregation_observable: true,
     };
 

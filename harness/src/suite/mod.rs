@@ -1,5 +1,7 @@
 //! The ordered conformance cases, as libtest-mimic trials shared by `cargo nextest` and `run`.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ pub enum CaseCheck {
     Api(ApiProbe),
     /// The prefill worker served the requests.
     Disaggregation,
+    /// A check of the cluster tier.
+    Cluster(cluster::ClusterCheck),
 }
 
 /// A named, ordered case.
@@ -38,7 +42,7 @@ pub struct Case {
 /// Every case for `config`, in the guide's order. Listing makes no network call.
 pub fn cases(config: &Config) -> Vec<Case> {
     let profile = config.dynamo_version.profile();
-    let mut cases = Vec::new();
+    let mut cases = cluster::cases(config);
     for role in [WorkerRole::Decode, WorkerRole::Prefill] {
         cases.push(Case {
             name: format!("guide::workers::{}_health", role.as_str()),
@@ -138,7 +142,7 @@ fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
         .collect();
     let provenance = format!(
         "real: Dynamo {} frontend and workers from PyPI, processes on this machine; simulated: the vLLM engine ({}); \
-         no GPU; no Kubernetes (the cluster tiers come with the local control plane)",
+         no GPU; these processes run beside the cluster, not yet behind its port-forward",
         local.state.version,
         engines.join("; ")
     );
@@ -213,6 +217,7 @@ async fn run_check(check: CaseCheck, target: &Target) -> Outcome {
             }
         },
         CaseCheck::Disaggregation => disaggregation(target).await,
+        CaseCheck::Cluster(_) => unreachable!("cluster checks run without a Dynamo target"),
     }
 }
 
@@ -287,18 +292,33 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
     if let Some(reason) = &case.skip {
         return Outcome::Skipped(reason.clone());
     }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("cannot start a runtime: {e}")),
+    };
+    if let CaseCheck::Cluster(check) = case.check {
+        return runtime.block_on(cluster::run(check, config));
+    }
     let target = match target(config, supervisor_exe) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(format!("target unavailable: {e}")),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(format!("cannot start a runtime: {e}")),
-    };
     runtime.block_on(run_check(case.check, target))
+}
+
+/// The process-wide runtime: clients made in it (kube's, reqwest's) stay usable across cases.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Collects case results as trials finish.

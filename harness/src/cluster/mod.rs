@@ -1,0 +1,168 @@
+//! Where the cluster comes from: providers behind one entry point, each handing back a kube client.
+
+pub mod existing;
+pub mod local;
+
+use std::time::Duration;
+
+use kube::Client;
+
+use crate::config::{Config, ProviderKind};
+use crate::k8s::{self, K8sError};
+
+const GPU_NODES: &str = include_str!("../../../fixtures/local/cluster/gpu-nodes.yaml");
+
+/// What a provider simulates rather than runs for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Simulation {
+    /// Nodes and the pod lifecycle are kwok's, not kubelets'.
+    pub nodes: bool,
+    /// `nvidia.com/gpu` is advertised capacity, not hardware.
+    pub gpus: bool,
+    /// No volume is really provisioned.
+    pub volumes: bool,
+}
+
+impl Simulation {
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        let mut simulated = Vec::new();
+        if self.nodes {
+            simulated.push("nodes and pods (kwok)");
+        }
+        if self.gpus {
+            simulated.push("GPUs (nvidia.com/gpu capacity on kwok nodes)");
+        }
+        if self.volumes {
+            simulated.push("volumes (no kubelet mounts them)");
+        }
+        if simulated.is_empty() {
+            "nothing".into()
+        } else {
+            simulated.join(", ")
+        }
+    }
+}
+
+/// A connected cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The client.
+    pub client: Client,
+    /// Which provider brought it.
+    pub provider: ProviderKind,
+    /// The API server's reported version.
+    pub version: String,
+    /// What it simulates.
+    pub simulation: Simulation,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("provider", &self.provider)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// What was real and what was simulated, one line.
+    pub fn provenance(&self) -> String {
+        let real = match self.provider {
+            ProviderKind::Local => format!(
+                "a Kubernetes {} control plane (kube-apiserver, controller-manager, scheduler, etcd) built from the Go module proxy",
+                self.version
+            ),
+            _ => format!("the cluster's own Kubernetes {}", self.version),
+        };
+        let stand_ins = if self.provider == ProviderKind::Local {
+            "; stand-ins: the provisioner manifest, the Dynamo CRDs and the platform chart are the project's fixtures (GitHub and NGC are unreachable here)"
+        } else {
+            ""
+        };
+        format!(
+            "real: {real}; simulated: {}{stand_ins}",
+            self.simulation.describe()
+        )
+    }
+}
+
+/// Errors connecting to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The kubeconfig cannot be used.
+    #[error("cannot use kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The API server did not answer.
+    #[error("cannot reach the Kubernetes API server at {server}: {reason}")]
+    Unreachable {
+        /// Its URL.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The local control plane could not be brought up.
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
+    /// Setting up the local nodes failed.
+    #[error(transparent)]
+    K8s(#[from] K8sError),
+    /// The provider is not available yet.
+    #[error("provider '{0}' is not available yet (the seam is harness/src/cluster)")]
+    Unavailable(&'static str),
+}
+
+/// Connects to the configured provider's cluster, bringing the local one up when needed.
+pub async fn connect(config: &Config) -> Result<Cluster, ClusterError> {
+    match config.provider {
+        ProviderKind::Existing => {
+            let path = existing::kubeconfig_path(config);
+            let (client, version) = existing::connect(&path, config.context.as_deref()).await?;
+            Ok(Cluster {
+                client,
+                provider: ProviderKind::Existing,
+                version,
+                simulation: Simulation {
+                    nodes: false,
+                    gpus: false,
+                    volumes: false,
+                },
+            })
+        }
+        ProviderKind::Local => {
+            let cache = config.cache_dir.clone();
+            let cluster = tokio::task::spawn_blocking(move || local::up(&cache))
+                .await
+                .expect("the local provider does not panic")?;
+            let (client, version) = existing::connect(&cluster.kubeconfig, None).await?;
+            k8s::apply::apply_yaml(
+                &client,
+                "local/cluster/gpu-nodes.yaml",
+                GPU_NODES,
+                "default",
+                "nodes",
+            )
+            .await?;
+            Ok(Cluster {
+                client,
+                provider: ProviderKind::Local,
+                version,
+                simulation: Simulation {
+                    nodes: true,
+                    gpus: true,
+                    volumes: true,
+                },
+            })
+        }
+        ProviderKind::Kind => Err(ClusterError::Unavailable("kind")),
+    }
+}
+
+/// How long a connection check may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -1,0 +1,78 @@
+//! The Dynamo CRDs: the guide's `dynamo-crds` chart on a real cluster, the project's stand-ins on `local`.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::runtime::wait::conditions::is_crd_established;
+
+use super::{Stage, StageError, helm};
+use crate::cluster::Cluster;
+use crate::config::{Config, ProviderKind};
+use crate::k8s::{apply, wait};
+
+const LOCAL_CRDS: &str = include_str!("../../../fixtures/local/platform/crds.yaml");
+/// The CRDs the guide's graph needs.
+pub const CRDS: [&str; 2] = [
+    "dynamographdeployments.nvidia.com",
+    "dynamocomponentdeployments.nvidia.com",
+];
+
+/// Installs the CRDs and waits until each is established.
+pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
+    let fail = StageError::cluster(Stage::Crds);
+    let note = if cluster.provider == ProviderKind::Local {
+        apply::apply_yaml(
+            &cluster.client,
+            "local/platform/crds.yaml",
+            LOCAL_CRDS,
+            "default",
+            "crds",
+        )
+        .await
+        .map_err(&fail)?;
+        "the project's stand-in CRDs (same names and versions, open schema): the NGC chart cannot be downloaded here".to_string()
+    } else {
+        let chart = format!(
+            "{}/dynamo-crds-{}.tgz",
+            helm::NGC_CHARTS,
+            config.dynamo_version
+        );
+        helm::install("crds", "dynamo-crds", &chart, &config.namespace, &[]).await?
+    };
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    for crd in CRDS {
+        wait::until(
+            &cluster.client,
+            wait::Wait {
+                api: api.clone(),
+                name: crd,
+                namespace: None,
+                condition: "established",
+                timeout: Duration::from_secs(60),
+            },
+            is_crd_established(),
+            describe_crd,
+        )
+        .await
+        .map_err(&fail)?;
+    }
+    Ok(vec![note])
+}
+
+/// A CRD's conditions, for timeout messages.
+pub fn describe_crd(crd: Option<&CustomResourceDefinition>) -> String {
+    let conditions = crd
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let text: Vec<String> = conditions
+        .iter()
+        .map(|c| format!("{}={}", c.type_, c.status))
+        .collect();
+    if text.is_empty() {
+        "no conditions".into()
+    } else {
+        text.join(", ")
+    }
+}

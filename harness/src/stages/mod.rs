@@ -1,0 +1,81 @@
+//! The guide's steps as idempotent stages: each applies its fixtures and waits for its own readiness.
+
+pub mod crds;
+pub mod helm;
+pub mod platform;
+pub mod secret;
+pub mod storage;
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::k8s::K8sError;
+
+/// A step of the guide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// The local-path provisioner and the guide's default StorageClass.
+    Storage,
+    /// The Dynamo CRDs.
+    Crds,
+    /// The operator, etcd, NATS and nats-box.
+    Platform,
+    /// The `hf-token-secret` in the platform namespace.
+    Secret,
+}
+
+impl Stage {
+    /// The stage's name in labels and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Storage => "storage",
+            Stage::Crds => "crds",
+            Stage::Platform => "platform",
+            Stage::Secret => "secret",
+        }
+    }
+
+    /// Applies the stage (and the stages before it) and waits for it to be ready.
+    /// Safe to run twice and from two processes at once; cheap when already applied.
+    pub async fn ensure(
+        self,
+        cluster: &Cluster,
+        config: &Config,
+    ) -> Result<Vec<String>, StageError> {
+        match self {
+            Stage::Storage => storage::ensure(cluster, config).await,
+            Stage::Crds => crds::ensure(cluster, config).await,
+            Stage::Platform => platform::ensure(cluster, config).await,
+            Stage::Secret => secret::ensure(cluster, config).await,
+        }
+    }
+}
+
+/// Errors applying a stage.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Talking to the cluster failed, or a wait ran out.
+    #[error("stage {stage}: {source}")]
+    Cluster {
+        /// The stage.
+        stage: &'static str,
+        /// What went wrong.
+        source: K8sError,
+    },
+    /// An input the stage needs is missing or unusable.
+    #[error("stage {stage}: {reason}")]
+    Input {
+        /// The stage.
+        stage: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+impl StageError {
+    pub(crate) fn cluster(stage: Stage) -> impl Fn(K8sError) -> StageError {
+        move |source| StageError::Cluster {
+            stage: stage.name(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Storage: the local-path provisioner, and the guide's `local-path` StorageClass made the default.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams};
+
+use super::{Stage, StageError};
+use crate::cluster::Cluster;
+use crate::config::{Config, ProviderKind};
+use crate::k8s::{self, MANAGED_BY_LABEL, apply, wait};
+
+/// The guide's provisioner manifest.
+pub const PROVISIONER_URL: &str = "https://raw.githubusercontent.com/rancher/local-path-provisioner/v0.0.32/deploy/local-path-storage.yaml";
+const LOCAL_PROVISIONER: &str =
+    include_str!("../../../fixtures/local/cluster/local-path-storage.yaml");
+const GUIDE_STORAGE_CLASS: &str = include_str!("../../../fixtures/guide/storage-class.yaml");
+/// The provisioner's namespace and deployment.
+pub const NAMESPACE: &str = "local-path-storage";
+/// The provisioner's deployment.
+pub const DEPLOYMENT: &str = "local-path-provisioner";
+/// The guide's StorageClass.
+pub const STORAGE_CLASS: &str = "local-path";
+
+async fn provisioner_manifest(config: &Config) -> Result<(String, &'static str), StageError> {
+    let input = |reason: String| StageError::Input {
+        stage: "storage",
+        reason,
+    };
+    if let Some(path) = &config.provisioner_manifest {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            input(format!(
+                "cannot read the provisioner manifest {}: {e}",
+                path.display()
+            ))
+        })?;
+        return Ok((text, "the local copy named by provisioner_manifest"));
+    }
+    if config.provider == ProviderKind::Local {
+        return Ok((
+            LOCAL_PROVISIONER.to_string(),
+            "the project's local copy (no download on the local provider)",
+        ));
+    }
+    let response = reqwest::get(PROVISIONER_URL)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| input(format!("cannot download {PROVISIONER_URL}: {e}")))?;
+    let text = response
+        .text()
+        .await
+        .map_err(|e| input(format!("cannot read {PROVISIONER_URL}: {e}")))?;
+    Ok((text, "the guide's URL"))
+}
+
+/// Applies the provisioner and the guide's StorageClass, then waits for the provisioner.
+pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
+    let fail = StageError::cluster(Stage::Storage);
+    let mut notes = Vec::new();
+    let (manifest, source) = provisioner_manifest(config).await?;
+    notes.push(format!("provisioner from {source}"));
+    let classes: Api<StorageClass> = Api::all(cluster.client.clone());
+    let mut objects =
+        apply::parse_documents("local-path-storage.yaml", &manifest).map_err(&fail)?;
+    // Once the guide's class exists, the manifest's own `local-path` (no parameters) must not
+    // be applied over it: parameters are immutable.
+    let class_exists = classes
+        .get_opt(STORAGE_CLASS)
+        .await
+        .map_err(|e| fail(k8s::K8sError::api("read StorageClass local-path", e)))?
+        .is_some();
+    objects.retain(|o| {
+        !(class_exists && o["kind"] == "StorageClass" && o["metadata"]["name"] == STORAGE_CLASS)
+    });
+    apply::apply_objects(
+        &cluster.client,
+        "local-path-storage.yaml",
+        objects,
+        NAMESPACE,
+        "storage",
+    )
+    .await
+    .map_err(&fail)?;
+    if let Err(e) = apply::apply_yaml(
+        &cluster.client,
+        "storage-class.yaml",
+        GUIDE_STORAGE_CLASS,
+        "default",
+        "storage",
+    )
+    .await
+    {
+        // The provisioner's manifest creates `local-path` without the guide's parameters, and
+        // parameters are immutable: recreate it, as a user following the guide must, if it is ours.
+        let ours = classes
+            .get_opt(STORAGE_CLASS)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.metadata.labels)
+            .is_some_and(|l| {
+                l.get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
+            });
+        if !ours {
+            return Err(fail(e));
+        }
+        match classes
+            .delete(STORAGE_CLASS, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => {
+                return Err(fail(k8s::K8sError::api(
+                    "delete the provisioner's StorageClass",
+                    e,
+                )));
+            }
+        }
+        apply::apply_yaml(
+            &cluster.client,
+            "storage-class.yaml",
+            GUIDE_STORAGE_CLASS,
+            "default",
+            "storage",
+        )
+        .await
+        .map_err(&fail)?;
+        notes.push(
+            "recreated StorageClass local-path with the guide's parameters (they are immutable)"
+                .into(),
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    wait::until(
+        &cluster.client,
+        wait::Wait {
+            api: deployments,
+            name: DEPLOYMENT,
+            namespace: Some(NAMESPACE),
+            condition: "available",
+            timeout: config.ready_timeout.min(Duration::from_secs(300)),
+        },
+        deployment_available,
+        describe_deployment,
+    )
+    .await
+    .map_err(&fail)?;
+    Ok(notes)
+}
+
+/// A deployment with every desired replica available.
+pub fn deployment_available(deployment: Option<&Deployment>) -> bool {
+    let Some(d) = deployment else { return false };
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
+        >= desired
+}
+
+/// Replicas and conditions of a deployment, for timeout messages.
+pub fn describe_deployment(deployment: Option<&Deployment>) -> String {
+    let Some(d) = deployment else {
+        return "absent".into();
+    };
+    let status = d.status.clone().unwrap_or_default();
+    let conditions: Vec<String> = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{}={} ({})",
+                c.type_,
+                c.status,
+                c.message.unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "{}/{} available, conditions: {}",
+        status.available_replicas.unwrap_or(0),
+        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        if conditions.is_empty() {
+            "none".into()
+        } else {
+            conditions.join("; ")
+        }
+    )
+}
