@@ -229,6 +229,7 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let recorder: suite::Recorder = Arc::new(Mutex::new(Vec::new()));
     let trials = suite::trials(&config, &exe, Some(recorder.clone()));
+    let (filter, exact) = (args.filter.clone(), args.exact);
     let arguments = libtest_mimic::Arguments {
         filter: args.filter,
         exact: args.exact,
@@ -262,7 +263,15 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("warning: could not stop the local Dynamo graph: {e}");
     }
     let recorded = recorder.lock().expect("recorder lock").clone();
-    let results = report::complete(&suite::cases(&config), &recorded);
+    let listed: Vec<suite::Case> = suite::cases(&config)
+        .into_iter()
+        .filter(|c| match &filter {
+            None => true,
+            Some(f) if exact => &c.name == f,
+            Some(f) => c.name.contains(f.as_str()),
+        })
+        .collect();
+    let results = report::complete(&listed, &recorded);
     print!("\n{}", report::table(&results, provenance.as_deref()));
     match report::write_json(&config, &results, provenance.as_deref()) {
         Ok(path) => println!("report: {}", path.display()),

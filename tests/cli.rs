@@ -276,7 +276,13 @@ fn the_case_list_is_static_and_ordered() {
         .lines()
         .filter_map(|l| l.strip_suffix(": test"))
         .collect();
-    assert_eq!(names.first(), Some(&"guide::workers::decode_health"));
+    assert_eq!(
+        names.first(),
+        Some(&"guide::storage::provisioner_available")
+    );
+    let position = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(position("guide::crds::established") < position("guide::platform::operator_available"));
+    assert!(position("guide::secret::hf_token_secret") < position("guide::workers::decode_health"));
     assert!(
         names.contains(&"guide::api::completion_stream"),
         "{names:?}"

@@ -270,13 +270,7 @@ pub fn plan(
                         env: Vec::new(),
                         start_after: None,
                     },
-                    worker("decode", "dyn://dynamo.backend.generate", &decode_port),
-                    // Two 0.4.1 workers registering one model at once race on NATS's object
-                    // store ("no stream found for given subject"): the prefill waits for the decode.
-                    ProcessSpec {
-                        start_after: Some(format!("{}/health", system_url(&decode_port))),
-                        ..worker("prefill", "dyn://dynamo.prefill.generate", &prefill_port)
-                    },
+                    // 0.4.1's frontend misses models registered before it watches: it starts first.
                     ProcessSpec {
                         name: "frontend",
                         program: python.clone(),
@@ -291,7 +285,17 @@ pub fn plan(
                             "kv",
                         ]),
                         env: base_env.clone(),
-                        start_after: None,
+                        start_after: Some(format!("{etcd_url}/health")),
+                    },
+                    ProcessSpec {
+                        start_after: Some(format!("http://127.0.0.1:{nats_monitor}/healthz?js-enabled-only=true")),
+                        ..worker("decode", "dyn://dynamo.backend.generate", &decode_port)
+                    },
+                    // Two 0.4.1 workers registering one model at once race on NATS's object
+                    // store ("no stream found for given subject"): the prefill waits for the decode.
+                    ProcessSpec {
+                        start_after: Some(format!("{}/health", system_url(&decode_port))),
+                        ..worker("prefill", "dyn://dynamo.prefill.generate", &prefill_port)
                     },
                 ],
                 frontend_url,
