@@ -89,6 +89,9 @@ struct ConfigArgs {
     /// A local copy of the local-path-provisioner v0.0.32 manifest (air-gapped clusters).
     #[arg(long, value_name = "FILE")]
     provisioner_manifest: Option<PathBuf>,
+    /// The version of the guide's Helm charts (default: the Dynamo version, 0.4.1).
+    #[arg(long, value_name = "VERSION")]
+    chart_version: Option<String>,
 }
 
 impl ConfigArgs {
@@ -104,6 +107,7 @@ impl ConfigArgs {
             context: self.context.clone(),
             hf_token_file: self.hf_token_file.clone(),
             provisioner_manifest: self.provisioner_manifest.clone(),
+            chart_version: self.chart_version.clone(),
             ..ConfigLayer::default()
         };
         Config::load(flags, self.config.as_deref()).map_err(|e| e.to_string())

@@ -89,6 +89,8 @@ pub struct ConfigLayer {
     pub hf_token_file: Option<PathBuf>,
     /// A local copy of the local-path-provisioner manifest, for air-gapped clusters.
     pub provisioner_manifest: Option<PathBuf>,
+    /// The version of the NGC charts (default: the Dynamo version).
+    pub chart_version: Option<String>,
 }
 
 impl ConfigLayer {
@@ -125,6 +127,7 @@ impl ConfigLayer {
             context: lookup("CONTEXT"),
             hf_token_file: lookup("HF_TOKEN_FILE").map(PathBuf::from),
             provisioner_manifest: lookup("PROVISIONER_MANIFEST").map(PathBuf::from),
+            chart_version: lookup("CHART_VERSION"),
         })
     }
 
@@ -167,6 +170,7 @@ impl ConfigLayer {
             context: self.context.or(lower.context),
             hf_token_file: self.hf_token_file.or(lower.hf_token_file),
             provisioner_manifest: self.provisioner_manifest.or(lower.provisioner_manifest),
+            chart_version: self.chart_version.or(lower.chart_version),
         }
     }
 }
@@ -198,6 +202,17 @@ pub struct Config {
     pub hf_token_file: Option<PathBuf>,
     /// A local copy of the provisioner manifest, if named.
     pub provisioner_manifest: Option<PathBuf>,
+    /// The NGC chart version, if not the Dynamo version.
+    pub chart_version: Option<String>,
+}
+
+impl Config {
+    /// The version of the guide's Helm charts: as configured, else the Dynamo version.
+    pub fn chart_version(&self) -> String {
+        self.chart_version
+            .clone()
+            .unwrap_or_else(|| self.dynamo_version.to_string())
+    }
 }
 
 impl Config {
@@ -270,6 +285,7 @@ impl Config {
             context: layer.context,
             hf_token_file: layer.hf_token_file,
             provisioner_manifest: layer.provisioner_manifest,
+            chart_version: layer.chart_version,
         })
     }
 }

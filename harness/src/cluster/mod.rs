@@ -3,6 +3,7 @@
 pub mod existing;
 pub mod local;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::Client;
@@ -55,6 +56,12 @@ pub struct Cluster {
     pub version: String,
     /// What it simulates.
     pub simulation: Simulation,
+    /// The kubeconfig it was reached through (for helm).
+    pub kubeconfig: PathBuf,
+    /// The kubeconfig context, if one was named.
+    pub context: Option<String>,
+    /// The helm binary to run the guide's chart steps with.
+    pub helm: PathBuf,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -77,7 +84,7 @@ impl Cluster {
             _ => format!("the cluster's own Kubernetes {}", self.version),
         };
         let stand_ins = if self.provider == ProviderKind::Local {
-            "; stand-ins: the provisioner manifest, the Dynamo CRDs and the platform chart are the project's fixtures (GitHub and NGC are unreachable here)"
+            "; stand-ins: the provisioner manifest and the dynamo-crds and dynamo-platform charts are the project's own (GitHub and NGC are unreachable here), installed with a real Helm built from the Go module proxy"
         } else {
             ""
         };
@@ -133,13 +140,18 @@ pub async fn connect(config: &Config) -> Result<Cluster, ClusterError> {
                     gpus: false,
                     volumes: false,
                 },
+                kubeconfig: path,
+                context: config.context.clone(),
+                helm: PathBuf::from("helm"),
             })
         }
         ProviderKind::Local => {
             let cache = config.cache_dir.clone();
-            let cluster = tokio::task::spawn_blocking(move || local::up(&cache))
-                .await
-                .expect("the local provider does not panic")?;
+            let (cluster, binaries) = tokio::task::spawn_blocking(move || {
+                local::up(&cache).and_then(|c| Ok((c, local::build(&cache)?)))
+            })
+            .await
+            .expect("the local provider does not panic")?;
             let (client, version) = existing::connect(&cluster.kubeconfig, None).await?;
             k8s::apply::apply_yaml(
                 &client,
@@ -158,6 +170,9 @@ pub async fn connect(config: &Config) -> Result<Cluster, ClusterError> {
                     gpus: true,
                     volumes: true,
                 },
+                kubeconfig: cluster.kubeconfig,
+                context: None,
+                helm: binaries.helm,
             })
         }
         ProviderKind::Kind => Err(ClusterError::Unavailable("kind")),

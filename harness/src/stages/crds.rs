@@ -9,9 +9,8 @@ use kube::runtime::wait::conditions::is_crd_established;
 use super::{Stage, StageError, helm};
 use crate::cluster::Cluster;
 use crate::config::{Config, ProviderKind};
-use crate::k8s::{apply, wait};
+use crate::k8s::wait;
 
-const LOCAL_CRDS: &str = include_str!("../../../fixtures/local/platform/crds.yaml");
 /// The CRDs the guide's graph needs.
 pub const CRDS: [&str; 2] = [
     "dynamographdeployments.nvidia.com",
@@ -21,25 +20,31 @@ pub const CRDS: [&str; 2] = [
 /// Installs the CRDs and waits until each is established.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Crds);
-    let note = if cluster.provider == ProviderKind::Local {
-        apply::apply_yaml(
-            &cluster.client,
-            "local/platform/crds.yaml",
-            LOCAL_CRDS,
-            "default",
-            "crds",
-        )
-        .await
-        .map_err(&fail)?;
-        "the project's stand-in CRDs (same names and versions, open schema): the NGC chart cannot be downloaded here".to_string()
+    let local = cluster.provider == ProviderKind::Local;
+    let chart = if local {
+        helm::CRDS_CHART
+            .materialize(&config.cache_dir, "crds")?
+            .display()
+            .to_string()
     } else {
-        let chart = format!(
+        format!(
             "{}/dynamo-crds-{}.tgz",
             helm::NGC_CHARTS,
-            config.dynamo_version
-        );
-        helm::install("crds", "dynamo-crds", &chart, &config.namespace, &[]).await?
+            config.chart_version()
+        )
     };
+    let release = helm::Release {
+        stage: "crds",
+        name: "dynamo-crds",
+        chart: &chart,
+        namespace: &config.namespace,
+        sets: Vec::new(),
+        owned: local,
+    };
+    let mut note = helm::install(cluster, release).await?;
+    if local {
+        note.push_str(" (the project's stand-in: same CRD names and versions, open schema; NGC is unreachable here)");
+    }
     let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
     for crd in CRDS {
         wait::until(

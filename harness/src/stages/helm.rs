@@ -1,52 +1,147 @@
-//! Helm, as the guide uses it on a real cluster: install a chart unless its release already exists.
+//! Helm, as the guide uses it: the NGC charts on a real cluster, the project's stand-in charts on `local`.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::Command;
 
 use super::StageError;
+use crate::cluster::Cluster;
 
 /// Where the guide's charts come from.
 pub const NGC_CHARTS: &str = "https://helm.ngc.nvidia.com/nvidia/ai-dynamo/charts";
 
-/// `helm install RELEASE CHART --namespace NS --create-namespace --wait --atomic [SETS]`, skipped when
-/// the release exists (the suite never changes a release it did not install).
-pub async fn install(
-    stage: &'static str,
-    release: &str,
-    chart: &str,
-    namespace: &str,
-    sets: &[String],
-) -> Result<String, StageError> {
-    let input = |reason: String| StageError::Input { stage, reason };
-    let status = Command::new("helm")
-        .args(["status", release, "--namespace", namespace])
+/// A chart of the project's own, embedded so the binary needs no checkout.
+pub struct LocalChart {
+    /// The chart's name.
+    pub name: &'static str,
+    /// Its files, by path inside the chart.
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+/// The stand-in for `dynamo-crds`.
+pub const CRDS_CHART: LocalChart = LocalChart {
+    name: "dynamo-crds",
+    files: &[
+        (
+            "Chart.yaml",
+            include_str!("../../../fixtures/local/charts/dynamo-crds/Chart.yaml"),
+        ),
+        (
+            "templates/crds.yaml",
+            include_str!("../../../fixtures/local/charts/dynamo-crds/templates/crds.yaml"),
+        ),
+    ],
+};
+
+/// The stand-in for `dynamo-platform`.
+pub const PLATFORM_CHART: LocalChart = LocalChart {
+    name: "dynamo-platform",
+    files: &[
+        (
+            "Chart.yaml",
+            include_str!("../../../fixtures/local/charts/dynamo-platform/Chart.yaml"),
+        ),
+        (
+            "values.yaml",
+            include_str!("../../../fixtures/local/charts/dynamo-platform/values.yaml"),
+        ),
+        (
+            "templates/platform.yaml",
+            include_str!("../../../fixtures/local/charts/dynamo-platform/templates/platform.yaml"),
+        ),
+    ],
+};
+
+impl LocalChart {
+    /// Writes the chart under `cache_dir/charts` and returns its directory.
+    pub fn materialize(
+        &self,
+        cache_dir: &Path,
+        stage: &'static str,
+    ) -> Result<PathBuf, StageError> {
+        let dir = cache_dir.join("charts").join(self.name);
+        for (path, text) in self.files {
+            let file = dir.join(path);
+            let written = file
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&file, text));
+            written.map_err(|e| StageError::Input {
+                stage,
+                reason: format!("cannot write {}: {e}", file.display()),
+            })?;
+        }
+        Ok(dir)
+    }
+}
+
+/// One `helm` invocation against the cluster.
+pub struct Release<'a> {
+    /// The stage it belongs to.
+    pub stage: &'static str,
+    /// The release name.
+    pub name: &'a str,
+    /// A chart URL or directory.
+    pub chart: &'a str,
+    /// The namespace.
+    pub namespace: &'a str,
+    /// `--set` values.
+    pub sets: Vec<String>,
+    /// `upgrade --install` (a release the suite owns) rather than install-if-absent.
+    pub owned: bool,
+}
+
+fn helm(cluster: &Cluster) -> Command {
+    let mut command = Command::new(&cluster.helm);
+    command.arg("--kubeconfig").arg(&cluster.kubeconfig);
+    if let Some(context) = &cluster.context {
+        command.args(["--kube-context", context]);
+    }
+    command
+}
+
+/// Installs the release with `--wait --atomic`, as the guide does. A release the suite does not
+/// own is left as it is when it already exists: the suite never changes what it did not create.
+pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, StageError> {
+    let input = |reason: String| StageError::Input {
+        stage: release.stage,
+        reason,
+    };
+    let exists = helm(cluster)
+        .args(["status", release.name, "--namespace", release.namespace])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .await
         .map_err(|e| {
             input(format!(
-                "helm not found ({e}); install helm 3 to run the guide's chart steps"
+                "cannot run helm ({}): {e}; install Helm 3",
+                cluster.helm.display()
             ))
-        })?;
-    if status.success() {
+        })?
+        .success();
+    if exists && !release.owned {
         return Ok(format!(
-            "helm release {release} already installed; left as it is"
+            "helm release {} already installed; left as it is",
+            release.name
         ));
     }
-    let mut command = Command::new("helm");
+    let mut command = helm(cluster);
+    command.args(if release.owned {
+        ["upgrade", "--install"].as_slice()
+    } else {
+        ["install"].as_slice()
+    });
     command.args([
-        "install",
-        release,
-        chart,
+        release.name,
+        release.chart,
         "--namespace",
-        namespace,
+        release.namespace,
         "--create-namespace",
-        "--wait",
-        "--atomic",
     ]);
-    for set in sets {
+    command.args(["--wait", "--atomic", "--timeout", "5m"]);
+    for set in &release.sets {
         command.args(["--set", set]);
     }
     let output = command
@@ -55,10 +150,17 @@ pub async fn install(
         .map_err(|e| input(format!("cannot run helm: {e}")))?;
     if !output.status.success() {
         let text = String::from_utf8_lossy(&output.stderr);
+        let last = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or_default();
         return Err(input(format!(
-            "helm install {release} failed: {}",
-            text.lines().last().unwrap_or_default()
+            "helm install {} failed: {last}",
+            release.name
         )));
     }
-    Ok(format!("helm installed {release} from {chart}"))
+    Ok(format!(
+        "helm installed {} from {}",
+        release.name, release.chart
+    ))
 }

@@ -6,8 +6,11 @@ pub mod platform;
 pub mod secret;
 pub mod storage;
 
+use std::time::Duration;
+
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::dynamo::lock::FileLock;
 use crate::k8s::K8sError;
 
 /// A step of the guide.
@@ -41,6 +44,17 @@ impl Stage {
         cluster: &Cluster,
         config: &Config,
     ) -> Result<Vec<String>, StageError> {
+        // One process at a time per stage: helm refuses concurrent upgrades of one release.
+        let path = config
+            .cache_dir
+            .join("stages")
+            .join(format!("{}.lock", self.name()));
+        let _lock =
+            tokio::task::block_in_place(|| FileLock::exclusive(&path, Duration::from_secs(900)))
+                .map_err(|e| StageError::Input {
+                    stage: self.name(),
+                    reason: e.to_string(),
+                })?;
         match self {
             Stage::Storage => storage::ensure(cluster, config).await,
             Stage::Crds => crds::ensure(cluster, config).await,

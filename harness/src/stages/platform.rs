@@ -5,12 +5,11 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::Api;
 
-use super::{Stage, StageError, helm, secret, storage};
+use super::{Stage, StageError, helm, storage};
 use crate::cluster::Cluster;
 use crate::config::{Config, ProviderKind};
-use crate::k8s::{apply, wait};
+use crate::k8s::wait;
 
-const LOCAL_PLATFORM: &str = include_str!("../../../fixtures/local/platform/platform.yaml");
 /// The operator's deployment.
 pub const OPERATOR: &str = "dynamo-platform-dynamo-operator-controller-manager";
 /// The platform's other deployments and statefulsets.
@@ -24,28 +23,44 @@ pub const NATS: &str = "dynamo-platform-nats";
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Platform);
     let ns = config.namespace.as_str();
-    let note = if cluster.provider == ProviderKind::Local {
-        secret::ensure_namespace(cluster, ns).await.map_err(&fail)?;
-        let objects = local_platform(config).map_err(&fail)?;
-        apply::apply_objects(
-            &cluster.client,
-            "local/platform/platform.yaml",
-            objects,
-            ns,
-            "platform",
-        )
-        .await
-        .map_err(&fail)?;
-        "the project's stand-in for the dynamo-platform chart (same object names, containers and ports, applied without helm): the NGC chart cannot be downloaded here".to_string()
+    let local = cluster.provider == ProviderKind::Local;
+    let profile = config.dynamo_version.profile();
+    let chart = if local {
+        helm::PLATFORM_CHART
+            .materialize(&config.cache_dir, "platform")?
+            .display()
+            .to_string()
     } else {
-        let version = config.dynamo_version.as_str();
-        let chart = format!("{}/dynamo-platform-{version}.tgz", helm::NGC_CHARTS);
-        let sets = [
-            "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/nvidia/ai-dynamo/kubernetes-operator".to_string(),
-            format!("dynamo-operator.controllerManager.manager.image.tag={version}"),
-        ];
-        helm::install("platform", "dynamo-platform", &chart, ns, &sets).await?
+        format!(
+            "{}/dynamo-platform-{}.tgz",
+            helm::NGC_CHARTS,
+            config.chart_version()
+        )
     };
+    let mut sets = vec![
+        "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/nvidia/ai-dynamo/kubernetes-operator".to_string(),
+        format!("dynamo-operator.controllerManager.manager.image.tag={}", config.dynamo_version),
+    ];
+    if local {
+        // Shape the stand-in like the release under test.
+        sets.push(format!(
+            "dynamo-operator.controllerManager.kubeRbacProxy={}",
+            profile.operator_containers.len() > 1
+        ));
+        sets.push(format!("etcd.enabled={}", profile.platform_etcd));
+    }
+    let release = helm::Release {
+        stage: "platform",
+        name: "dynamo-platform",
+        chart: &chart,
+        namespace: ns,
+        sets,
+        owned: local,
+    };
+    let mut note = helm::install(cluster, release).await?;
+    if local {
+        note.push_str(" (the project's stand-in chart: the guide's object names, containers and ports; NGC is unreachable here)");
+    }
     let timeout = config.ready_timeout.min(Duration::from_secs(600));
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     for name in [OPERATOR, NATS_BOX] {
@@ -83,33 +98,6 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             .map_err(&fail)?;
     }
     Ok(vec![note])
-}
-
-/// The stand-in's objects, shaped as the configured release's chart: its operator containers, etcd or not.
-fn local_platform(config: &Config) -> Result<Vec<serde_json::Value>, crate::k8s::K8sError> {
-    let profile = config.dynamo_version.profile();
-    let mut objects = apply::parse_documents("local/platform/platform.yaml", LOCAL_PLATFORM)?;
-    objects.retain(|o| {
-        profile.platform_etcd
-            || !o["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with(ETCD)
-    });
-    for object in &mut objects {
-        if object["metadata"]["name"] == OPERATOR
-            && let Some(containers) = object
-                .pointer_mut("/spec/template/spec/containers")
-                .and_then(|c| c.as_array_mut())
-        {
-            containers.retain(|c| {
-                profile
-                    .operator_containers
-                    .contains(&c["name"].as_str().unwrap_or_default())
-            });
-        }
-    }
-    Ok(objects)
 }
 
 /// A statefulset with every desired replica ready.
