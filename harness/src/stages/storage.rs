@@ -82,15 +82,16 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     )
     .await
     .map_err(&fail)?;
-    if let Err(e) = apply::apply_yaml(
-        &cluster.client,
-        "storage-class.yaml",
-        GUIDE_STORAGE_CLASS,
-        "default",
-        "storage",
-    )
-    .await
-    {
+    let apply_class = || {
+        apply::apply_yaml(
+            &cluster.client,
+            "storage-class.yaml",
+            GUIDE_STORAGE_CLASS,
+            "default",
+            "storage",
+        )
+    };
+    if let Err(e) = apply_class().await {
         // The provisioner's manifest creates `local-path` without the guide's parameters, and
         // parameters are immutable: recreate it, as a user following the guide must, if it is ours.
         let ours = classes
@@ -118,15 +119,7 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                 )));
             }
         }
-        apply::apply_yaml(
-            &cluster.client,
-            "storage-class.yaml",
-            GUIDE_STORAGE_CLASS,
-            "default",
-            "storage",
-        )
-        .await
-        .map_err(&fail)?;
+        apply_class().await.map_err(&fail)?;
         notes.push(
             "recreated StorageClass local-path with the guide's parameters (they are immutable)"
                 .into(),
