@@ -89,6 +89,39 @@ fn pairs(env: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A mocker worker serving `model_name` from `model_path`, its system server on `port`.
+fn mocker(
+    name: &'static str,
+    python: &Path,
+    model_path: &str,
+    model_name: &str,
+    extra_args: &[&str],
+    mut env: Vec<(String, String)>,
+    port: &str,
+) -> ProcessSpec {
+    let mut args = strings(&[
+        "-m",
+        "dynamo.mocker",
+        "--model-path",
+        model_path,
+        "--model-name",
+        model_name,
+    ]);
+    args.extend(strings(extra_args));
+    // Without the endpoint health status, /health stays 503 "notready" for good.
+    env.extend(pairs(&[
+        ("DYN_SYSTEM_PORT", port),
+        ("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "[\"generate\"]"),
+    ]));
+    ProcessSpec {
+        name,
+        program: python.to_path_buf(),
+        args,
+        env,
+        start_after: None,
+    }
+}
+
 /// Plans the guide's graph for `version`: a frontend, a decode worker and a prefill worker,
 /// each worker on Dynamo's mocker engine in place of vLLM.
 pub fn plan(
@@ -132,29 +165,16 @@ pub fn plan(
                 ("DYN_SYSTEM_HOST", "127.0.0.1"),
             ]));
             let worker = |name: &'static str, mode: &str, port: &str| {
-                let mut args = strings(&[
-                    "-m",
-                    "dynamo.mocker",
-                    "--model-path",
-                    &model_path,
-                    "--model-name",
-                    model_name,
-                ]);
-                args.extend(strings(&["--disaggregation-mode", mode]));
-                args.extend(strings(&planes));
-                let mut env = base_env.clone();
-                // Without the endpoint health status, /health stays 503 "notready" for good.
-                env.extend(pairs(&[
-                    ("DYN_SYSTEM_PORT", port),
-                    ("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "[\"generate\"]"),
-                ]));
-                ProcessSpec {
+                let extra = [&["--disaggregation-mode", mode][..], &planes[..]].concat();
+                mocker(
                     name,
-                    program: python.clone(),
-                    args,
-                    env,
-                    start_after: None,
-                }
+                    &python,
+                    &model_path,
+                    model_name,
+                    &extra,
+                    base_env.clone(),
+                    port,
+                )
             };
             let mut frontend_args = strings(&[
                 "-m",
@@ -214,30 +234,20 @@ pub fn plan(
                 format!("nats://127.0.0.1:{nats_port}"),
             ));
             let worker = |name: &'static str, endpoint: &str, port: &str| {
-                let args = strings(&[
-                    "-m",
-                    "dynamo.mocker",
-                    "--model-path",
-                    &model_path,
-                    "--model-name",
-                    model_name,
-                    "--endpoint",
-                    endpoint,
-                ]);
                 let mut env = base_env.clone();
                 env.extend(pairs(&[
                     ("DYN_SYSTEM_ENABLED", "true"),
                     ("DYN_SYSTEM_HOST", "127.0.0.1"),
-                    ("DYN_SYSTEM_PORT", port),
-                    ("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "[\"generate\"]"),
                 ]));
-                ProcessSpec {
+                mocker(
                     name,
-                    program: python.clone(),
-                    args,
+                    &python,
+                    &model_path,
+                    model_name,
+                    &["--endpoint", endpoint],
                     env,
-                    start_after: None,
-                }
+                    port,
+                )
             };
             Ok(Plan {
                 processes: vec![
