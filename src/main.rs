@@ -52,6 +52,19 @@ enum LocalCommand {
     Down(ConfigArgs),
     /// Show the local control plane.
     Status(ConfigArgs),
+    /// Run the operator stand-in and the bridge for the local cluster (started by `up`).
+    #[command(hide = true)]
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The suite's cache directory.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: PathBuf,
+    /// The local cluster's kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: PathBuf,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -261,11 +274,6 @@ fn run(args: RunArgs) -> ExitCode {
     .flatten()
     .collect();
     let provenance = (!provenance.is_empty()).then(|| provenance.join("\n"));
-    if target.is_some_and(suite::Target::started_here)
-        && let Err(e) = dynamo::stop(&config)
-    {
-        eprintln!("warning: could not stop the local Dynamo graph: {e}");
-    }
     let recorded = recorder.lock().expect("recorder lock").clone();
     let listed: Vec<suite::Case> = suite::cases(&config)
         .into_iter()
@@ -417,8 +425,16 @@ fn dynamo_command(command: DynamoCommand) -> ExitCode {
 }
 
 fn local_command(command: LocalCommand) -> ExitCode {
-    use harness::cluster::local;
-    let (LocalCommand::Up(args) | LocalCommand::Down(args) | LocalCommand::Status(args)) = &command;
+    use harness::cluster::{agent, local};
+    let args = match &command {
+        LocalCommand::Up(args) | LocalCommand::Down(args) | LocalCommand::Status(args) => args,
+        LocalCommand::Agent(args) => {
+            return match agent::serve(&args.cache_dir, &args.kubeconfig) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(exit::ENVIRONMENT, e),
+            };
+        }
+    };
     let config = match args.load() {
         Ok(c) => c,
         Err(e) => return fail(exit::BAD_INPUT, e),
@@ -429,26 +445,52 @@ fn local_command(command: LocalCommand) -> ExitCode {
             cluster.name, cluster.kubernetes_version
         );
         println!("kubeconfig {}", cluster.kubeconfig.display());
+        match agent::status(&config.cache_dir) {
+            Some(state) => println!(
+                "agent pid {} (operator stand-in and bridge); pod logs in {}",
+                state.pid,
+                state.dir.join("pods").display()
+            ),
+            None => println!("agent not running"),
+        }
     };
     match command {
-        LocalCommand::Up(_) => match local::up(&config.cache_dir) {
-            Ok(cluster) => {
-                print(&cluster);
-                ExitCode::SUCCESS
+        LocalCommand::Up(_) => {
+            let exe = match this_program() {
+                Ok(exe) => exe,
+                Err(code) => return code,
+            };
+            let up = local::up(&config.cache_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|cluster| {
+                    agent::ensure(&config.cache_dir, &cluster.kubeconfig, &exe)
+                        .map(|_| cluster)
+                        .map_err(|e| e.to_string())
+                });
+            match up {
+                Ok(cluster) => {
+                    print(&cluster);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(exit::ENVIRONMENT, e),
             }
-            Err(e) => fail(exit::ENVIRONMENT, e),
-        },
-        LocalCommand::Down(_) => match local::down(&config.cache_dir) {
-            Ok(true) => {
-                println!("deleted the local cluster");
-                ExitCode::SUCCESS
+        }
+        LocalCommand::Down(_) => {
+            if let Err(e) = agent::stop(&config.cache_dir) {
+                return fail(exit::ENVIRONMENT, e);
             }
-            Ok(false) => {
-                println!("no local cluster is running");
-                ExitCode::SUCCESS
+            match local::down(&config.cache_dir) {
+                Ok(true) => {
+                    println!("deleted the local cluster");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => {
+                    println!("no local cluster is running");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(exit::ENVIRONMENT, e),
             }
-            Err(e) => fail(exit::ENVIRONMENT, e),
-        },
+        }
         LocalCommand::Status(_) => match local::status(&config.cache_dir) {
             Ok(Some(cluster)) => {
                 print(&cluster);
@@ -460,6 +502,7 @@ fn local_command(command: LocalCommand) -> ExitCode {
             }
             Err(e) => fail(exit::ENVIRONMENT, e),
         },
+        LocalCommand::Agent(_) => unreachable!("handled above"),
     }
 }
 

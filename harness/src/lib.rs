@@ -5,6 +5,7 @@
 //! promises ([`profile`]), the OpenAI API validators ([`openai`]), real Dynamo started
 //! locally from PyPI ([`dynamo`]), and the ordered cases themselves ([`suite`]).
 
+pub mod bridge;
 pub mod cluster;
 pub mod config;
 pub mod dynamo;
@@ -13,6 +14,7 @@ pub mod fault_server;
 pub mod k8s;
 pub mod metrics;
 pub mod openai;
+pub mod operator;
 pub mod profile;
 pub mod report;
 pub mod stages;

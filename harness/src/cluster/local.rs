@@ -477,14 +477,11 @@ fn tail(text: &str, lines: usize) -> String {
 /// `kwok.x-k8s.io/node: fake`: it is what kwok's other runtimes select on
 /// (`--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake`), so the nodes stay managed if
 /// that ever changes. Put a `kwok.x-k8s.io/node=fake:NoSchedule` taint on them if only pods that
-/// tolerate it should land there. The default node and pod stages are in use (no Stage configs).
+/// tolerate it should land there. kwok's default node stages are in use.
 ///
-/// kwok's PortForward, Exec, Logs and Attach rules are off today. Two ways to turn them on later:
-/// append `ClusterPortForward`/`ClusterLogs` (etc.) documents to `fixtures/local/k8s/kwokctl.yaml`
-/// (kwokctl copies them into the cluster's `kwok.yaml`), or add `enableCRDs: [PortForward,
-/// ClusterPortForward, Logs, ClusterLogs]` under its `options` (flag `--enable-crds`), apply the
-/// CRDs from kwok's `kustomize/crd/bases` (the binary runtime does not install them), and create
-/// those objects through the API. kwok then serves them on its node port, like a kubelet.
+/// `fixtures/local/k8s/kwokctl.yaml` turns on kwok's PortForward and Logs CRDs (kwokctl installs
+/// them) for the bridge, and replaces kwok's pod stages so that a Dynamo pod is Ready only while its
+/// process passes the pod's readiness probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCluster {
     /// The kwokctl cluster's name.
@@ -509,6 +506,14 @@ fn cluster_dir(cache_dir: &Path) -> PathBuf {
 fn cluster_lock(cache_dir: &Path) -> Result<FileLock, LocalError> {
     let path = kwok_workdir(cache_dir).join(format!("{CLUSTER_NAME}.lock"));
     Ok(FileLock::exclusive(&path, SETUP_WAIT)?)
+}
+
+/// The file beside a cluster recording which kwokctl settings (stages, CRDs) created it.
+const CONFIG_STAMP: &str = "dynamo-conformance-config.sha256";
+
+fn config_digest() -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(KWOKCTL_CONFIG.as_bytes()))
 }
 
 fn config_path(cache_dir: &Path) -> PathBuf {
@@ -550,7 +555,8 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
     let dir = cluster_dir(cache_dir);
     if dir.join("kwok.yaml").exists() {
         // Reuse only a cluster of these very binaries that answers.
-        let ours = apiserver_of(&dir).as_deref() == Some(binaries.kube_apiserver.as_path());
+        let ours = apiserver_of(&dir).as_deref() == Some(binaries.kube_apiserver.as_path())
+            && std::fs::read_to_string(dir.join(CONFIG_STAMP)).ok() == Some(config_digest());
         if ours && probe(bin, cache_dir).is_ok() {
             return describe(cache_dir, &binaries.kube_apiserver);
         }
@@ -587,6 +593,8 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
         Some(CREATE_WAIT),
     )?;
     wait_ready(bin, cache_dir, READY_WAIT)?;
+    let stamp = dir.join(CONFIG_STAMP);
+    std::fs::write(&stamp, config_digest()).map_err(|e| LocalError::io(&stamp, e))?;
     let cluster = describe(cache_dir, &binaries.kube_apiserver)?;
     eprintln!(
         "dynamo-conformance: local cluster up in {:.1} s; kubeconfig {}",

@@ -1,5 +1,6 @@
 //! Where the cluster comes from: providers behind one entry point, each handing back a kube client.
 
+pub mod agent;
 pub mod existing;
 pub mod local;
 
@@ -120,13 +121,17 @@ pub enum ClusterError {
     /// Setting up the local nodes failed.
     #[error(transparent)]
     K8s(#[from] K8sError),
+    /// The local cluster's agent did not start.
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
     /// The provider is not available yet.
     #[error("provider '{0}' is not available yet (the seam is harness/src/cluster)")]
     Unavailable(&'static str),
 }
 
-/// Connects to the configured provider's cluster, bringing the local one up when needed.
-pub async fn connect(config: &Config) -> Result<Cluster, ClusterError> {
+/// Connects to the configured provider's cluster, bringing the local one (and its agent, run
+/// from `exe`, the `dynamo-conformance` binary) up when needed.
+pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, ClusterError> {
     match config.provider {
         ProviderKind::Existing => {
             let path = existing::kubeconfig_path(config);
@@ -147,8 +152,12 @@ pub async fn connect(config: &Config) -> Result<Cluster, ClusterError> {
         }
         ProviderKind::Local => {
             let cache = config.cache_dir.clone();
+            let exe = exe.to_path_buf();
             let (cluster, binaries) = tokio::task::spawn_blocking(move || {
-                local::up(&cache).and_then(|c| Ok((c, local::build(&cache)?)))
+                let cluster = local::up(&cache)?;
+                let binaries = local::build(&cache)?;
+                agent::ensure(&cache, &cluster.kubeconfig, &exe)?;
+                Ok::<_, ClusterError>((cluster, binaries))
             })
             .await
             .expect("the local provider does not panic")?;

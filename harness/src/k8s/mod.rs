@@ -1,6 +1,8 @@
 //! Kubernetes operations the stages stand on: server-side apply of fixtures and bounded, watch-driven waits.
 
 pub mod apply;
+pub mod forward;
+pub mod kinds;
 pub mod wait;
 
 use std::time::Duration;
@@ -40,6 +42,16 @@ pub enum K8sError {
         action: String,
         /// The API error.
         source: kube::Error,
+    },
+    /// A port-forward could not be opened.
+    #[error("port-forward to pod {pod} port {port}: {reason}")]
+    Forward {
+        /// `namespace/pod`.
+        pod: String,
+        /// The pod's port.
+        port: u16,
+        /// Why.
+        reason: String,
     },
     /// A wait ran out.
     #[error("{what} not {condition} within {waited:?}; last seen: {last_seen}")]

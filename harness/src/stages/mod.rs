@@ -1,6 +1,7 @@
 //! The guide's steps as idempotent stages: each applies its fixtures and waits for its own readiness.
 
 pub mod crds;
+pub mod graph;
 pub mod helm;
 pub mod platform;
 pub mod secret;
@@ -24,6 +25,8 @@ pub enum Stage {
     Platform,
     /// The `hf-token-secret` in the platform namespace.
     Secret,
+    /// The guide's DynamoGraphDeployment, ready.
+    Graph,
 }
 
 impl Stage {
@@ -34,6 +37,7 @@ impl Stage {
             Stage::Crds => "crds",
             Stage::Platform => "platform",
             Stage::Secret => "secret",
+            Stage::Graph => "graph",
         }
     }
 
@@ -60,6 +64,14 @@ impl Stage {
             Stage::Crds => crds::ensure(cluster, config).await,
             Stage::Platform => platform::ensure(cluster, config).await,
             Stage::Secret => secret::ensure(cluster, config).await,
+            Stage::Graph => {
+                let mut notes = Vec::new();
+                for before in [Stage::Crds, Stage::Platform, Stage::Secret] {
+                    notes.extend(Box::pin(before.ensure(cluster, config)).await?);
+                }
+                notes.extend(graph::ensure(cluster, config).await?);
+                Ok(notes)
+            }
         }
     }
 }

@@ -2,14 +2,14 @@
 
 pub mod cluster;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 
 use crate::config::{Config, ProviderKind};
-use crate::dynamo::{LocalDynamo, WorkerRole};
+use crate::dynamo::WorkerRole;
 use crate::metrics;
 use crate::openai::probe::{self, Exchange, Expectation};
 use crate::openai::{ApiKind, ApiProbe, Endpoint, GenerationRequest, Rule};
@@ -95,10 +95,12 @@ pub struct CaseResult {
 /// The endpoints the cases run against, and what is real or simulated behind them.
 #[derive(Debug)]
 pub struct Target {
-    /// The frontend.
+    /// The frontend, through a port-forward to the pod its Service resolves to.
     pub frontend: Endpoint,
-    /// Each worker's system port.
-    pub workers: Vec<(WorkerRole, Endpoint)>,
+    /// Which pod and port the frontend endpoint reaches, for messages.
+    pub frontend_route: String,
+    /// Each worker's system port, through a port-forward to its pod, with the route for messages.
+    pub workers: Vec<(WorkerRole, Endpoint, String)>,
     /// The served model.
     pub model: String,
     /// The profile the answers are judged against.
@@ -106,54 +108,45 @@ pub struct Target {
     /// What is real and what is simulated, one line.
     pub provenance: String,
     /// Where the processes' logs are.
-    pub logs: PathBuf,
-    local: LocalDynamo,
+    pub logs: String,
+    forwards: Vec<crate::k8s::forward::PortForward>,
 }
 
 impl Target {
-    /// Whether this process started the deployment (and so should stop it when done).
-    pub fn started_here(&self) -> bool {
-        self.local.started_here
+    /// The routes as they stand now, with the last port-forward errors.
+    fn routes(&self) -> String {
+        self.forwards
+            .iter()
+            .map(|f| f.describe())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
 fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
-    match config.provider {
-        ProviderKind::Local => {}
-        other => {
-            return Err(format!(
-                "provider '{}' is not available yet: only 'local' runs the API tier today",
-                other.as_str()
-            ));
-        }
+    if config.provider == ProviderKind::Kind {
+        return Err("provider 'kind' is not available yet".into());
     }
-    let local = LocalDynamo::attach(config, supervisor_exe, false).map_err(|e| e.to_string())?;
+    let runtime = runtime()?;
+    let graph = runtime.block_on(cluster::graph_target(config, supervisor_exe))?;
     let endpoint = |url: &str| Endpoint::new(url, config.api_timeouts).map_err(|e| e.to_string());
-    let frontend = endpoint(&local.state.frontend_url)?;
+    let frontend = endpoint(&graph.frontend.url())?;
+    let frontend_route = graph.frontend.describe();
     let mut workers = Vec::new();
-    for worker in &local.state.workers {
-        workers.push((worker.role, endpoint(&worker.system_url)?));
+    for (role, forward) in &graph.workers {
+        workers.push((*role, endpoint(&forward.url())?, forward.describe()));
     }
-    let engines: Vec<String> = local
-        .state
-        .workers
-        .iter()
-        .map(|w| format!("{}: {}", w.role.as_str(), w.engine))
-        .collect();
-    let provenance = format!(
-        "real: Dynamo {} frontend and workers from PyPI, processes on this machine; simulated: the vLLM engine ({}); \
-         no GPU; these processes run beside the cluster, not yet behind its port-forward",
-        local.state.version,
-        engines.join("; ")
-    );
+    let mut forwards = vec![graph.frontend];
+    forwards.extend(graph.workers.into_iter().map(|(_, f)| f));
     Ok(Target {
         frontend,
+        frontend_route,
         workers,
-        model: local.state.model.clone(),
+        model: config.model.clone(),
         profile: config.dynamo_version.profile(),
-        provenance,
-        logs: local.dir.join("logs"),
-        local,
+        provenance: graph.provenance,
+        logs: graph.logs,
+        forwards,
     })
 }
 
@@ -174,9 +167,10 @@ pub fn acquired_target() -> Option<&'static Target> {
 
 fn failed(target: &Target, lines: Vec<String>) -> Outcome {
     Outcome::Failed(format!(
-        "{}\nlogs: {}\n{}",
+        "{}\nvia: {}\nlogs: {}\n{}",
         lines.join("\n"),
-        target.logs.display(),
+        target.routes(),
+        target.logs,
         target.provenance
     ))
 }
@@ -203,12 +197,15 @@ async fn run_check(check: CaseCheck, target: &Target) -> Outcome {
             let observation = api.observe(&target.frontend, &target.model).await;
             verdict(target, observation.judge(&target.model, target.profile))
         }
-        CaseCheck::WorkerHealth(role) => match target.workers.iter().find(|(r, _)| *r == role) {
+        CaseCheck::WorkerHealth(role) => match target.workers.iter().find(|(r, _, _)| *r == role) {
             None => failed(
                 target,
-                vec![format!("no {} worker was started", role.as_str())],
+                vec![format!(
+                    "the graph has no ready {} worker pod",
+                    role.as_str()
+                )],
             ),
-            Some((_, system)) => {
+            Some((_, system, _)) => {
                 let exchanges: Vec<Exchange> = probe::observe_worker(system).await;
                 verdict(
                     target,
@@ -244,12 +241,15 @@ async fn prefill_served(system: &Endpoint) -> Result<f64, String> {
 
 /// Sends requests through the frontend and proves the prefill worker counted each of them.
 async fn disaggregation(target: &Target) -> Outcome {
-    let Some((_, prefill)) = target
+    let Some((_, prefill, _)) = target
         .workers
         .iter()
-        .find(|(r, _)| *r == WorkerRole::Prefill)
+        .find(|(r, _, _)| *r == WorkerRole::Prefill)
     else {
-        return failed(target, vec!["no prefill worker was started".into()]);
+        return failed(
+            target,
+            vec!["the graph has no ready prefill worker pod".into()],
+        );
     };
     let before = match prefill_served(prefill).await {
         Ok(v) => v,
@@ -297,7 +297,7 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
         Err(e) => return Outcome::Failed(format!("cannot start a runtime: {e}")),
     };
     if let CaseCheck::Cluster(check) = case.check {
-        return runtime.block_on(cluster::run(check, config));
+        return runtime.block_on(cluster::run(check, config, supervisor_exe));
     }
     let target = match target(config, supervisor_exe) {
         Ok(t) => t,
@@ -306,7 +306,7 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
     runtime.block_on(run_check(case.check, target))
 }
 
-/// The process-wide runtime: clients made in it (kube's, reqwest's) stay usable across cases.
+/// The process-wide runtime: clients made in it (kube's, reqwest's) and port-forwards stay usable across cases.
 fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
     static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RUNTIME

@@ -1,0 +1,294 @@
+//! The bridge (local provider only): backs each simulated Dynamo pod with a real Dynamo process, reached through kwok.
+//!
+//! For every pod the operator's Deployments create (label `nvidia.com/dynamo-component-type`) and
+//! kwok runs, the bridge starts the Dynamo process of the pod's own command, arguments and
+//! environment, vLLM swapped for Dynamo's mocker; points kwok's PortForward and Logs for the pod at
+//! that process and its log; runs the pod's readiness probe against it and marks the pod Ready or
+//! not through an annotation kwok's stages read; restarts it with back-off when it exits; and stops
+//! it when the pod goes. Processes end with the agent that runs the bridge.
+
+pub mod crilog;
+pub mod pod;
+pub mod translate;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::dynamo::tools;
+use crate::operator::component::TYPE_LABEL;
+use translate::Role;
+
+/// The field manager of the kwok objects the bridge writes.
+pub const FIELD_MANAGER: &str = "dynamo-conformance-bridge";
+
+/// Errors backing a pod with a process.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The pod cannot be backed as specified.
+    #[error("pod {pod}: {reason}")]
+    Pod {
+        /// The pod.
+        pod: String,
+        /// Why.
+        reason: String,
+    },
+    /// Installing or starting what the process needs failed.
+    #[error("could not {what}: {detail}")]
+    Setup {
+        /// What was attempted.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The API server refused a request.
+    #[error("{action}: {source}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+/// The real etcd and NATS that stand in for the platform's simulated pods (Dynamo 0.4.x).
+#[derive(Debug, Clone)]
+pub struct PlatformUrls {
+    /// etcd's client URL.
+    pub etcd_url: String,
+    /// NATS's URL.
+    pub nats_url: String,
+}
+
+struct PlatformProcesses {
+    urls: PlatformUrls,
+    _children: Vec<tokio::process::Child>,
+}
+
+/// What every pod's task shares.
+pub struct Shared {
+    /// The cluster.
+    pub client: Client,
+    /// The suite's cache (Python environments, models).
+    pub cache_dir: PathBuf,
+    /// The bridge's directory: pod logs, discovery files, platform data.
+    pub dir: PathBuf,
+    platform: tokio::sync::Mutex<Option<PlatformProcesses>>,
+    ready: Mutex<HashSet<(String, Role)>>,
+}
+
+impl Shared {
+    fn is_ready(&self, dyn_ns: &str, role: Role) -> bool {
+        self.ready
+            .lock()
+            .expect("ready lock")
+            .contains(&(dyn_ns.to_string(), role))
+    }
+
+    fn set_ready(&self, key: &(String, Role), ready: bool) {
+        let mut set = self.ready.lock().expect("ready lock");
+        if ready {
+            set.insert(key.clone());
+        } else {
+            set.remove(key);
+        }
+    }
+
+    /// Starts the platform's etcd and NATS as local processes, once.
+    async fn platform(&self) -> Result<PlatformUrls, BridgeError> {
+        let mut slot = self.platform.lock().await;
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.urls.clone());
+        }
+        let setup = |what: &str| {
+            let what = what.to_string();
+            move |e: crate::dynamo::DynamoError| BridgeError::Setup {
+                what,
+                detail: e.to_string(),
+            }
+        };
+        let cache = self.cache_dir.clone();
+        let programs =
+            tokio::task::spawn_blocking(move || tools::ensure(&[tools::ETCD, tools::NATS], &cache))
+                .await
+                .map_err(|e| BridgeError::Setup {
+                    what: "install etcd and NATS".into(),
+                    detail: e.to_string(),
+                })?
+                .map_err(setup("install etcd and NATS"))?;
+        let port = || crate::dynamo::deployment::free_port().map_err(setup("pick a port"));
+        let (client, peer, nats, monitor) = (port()?, port()?, port()?, port()?);
+        let data = self.dir.join("platform");
+        let _ = std::fs::remove_dir_all(&data);
+        let etcd_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let etcd_args = [
+            "--name",
+            "platform",
+            "--data-dir",
+            &data.join("etcd").display().to_string(),
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("platform={peer_url}"),
+        ]
+        .map(String::from);
+        let nats_args = [
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &nats.to_string(),
+            "-m",
+            &monitor.to_string(),
+            "-sd",
+            &data.join("nats").display().to_string(),
+        ]
+        .map(String::from);
+        let mut children = Vec::new();
+        for (program, args, log) in [
+            (&programs[0], &etcd_args[..], "etcd.log"),
+            (&programs[1], &nats_args[..], "nats.log"),
+        ] {
+            std::fs::create_dir_all(&data).map_err(|e| BridgeError::Setup {
+                what: format!("create {}", data.display()),
+                detail: e.to_string(),
+            })?;
+            let out = std::fs::File::create(data.join(log)).map_err(|e| BridgeError::Setup {
+                what: format!("create {log}"),
+                detail: e.to_string(),
+            })?;
+            let err = out.try_clone().map_err(|e| BridgeError::Setup {
+                what: format!("open {log}"),
+                detail: e.to_string(),
+            })?;
+            let mut command = tokio::process::Command::new(program);
+            command
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .kill_on_drop(true);
+            // SAFETY: prctl is async-signal-safe; the process ends with the agent's main thread.
+            unsafe {
+                command.as_std_mut().pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            use std::os::unix::process::CommandExt as _;
+            children.push(command.spawn().map_err(|e| BridgeError::Setup {
+                what: format!("start {}", program.display()),
+                detail: e.to_string(),
+            })?);
+        }
+        let http = reqwest::Client::new();
+        for url in [
+            format!("{etcd_url}/health"),
+            format!("http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"),
+        ] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => break,
+                    seen if tokio::time::Instant::now() >= deadline => {
+                        return Err(BridgeError::Setup {
+                            what: "start the platform's etcd and NATS".into(),
+                            detail: format!(
+                                "{url} not healthy within 30s (last: {:?}); logs in {}",
+                                seen.map(|r| r.status()),
+                                data.display()
+                            ),
+                        });
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        let urls = PlatformUrls {
+            etcd_url,
+            nats_url: format!("nats://127.0.0.1:{nats}"),
+        };
+        *slot = Some(PlatformProcesses {
+            urls: urls.clone(),
+            _children: children,
+        });
+        Ok(urls)
+    }
+}
+
+/// Whether kwok has started the pod (it has an IP) and it is not going away.
+fn runnable(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .is_some()
+}
+
+/// Runs the bridge until the watch ends. `dir` holds pod logs and the platform's data.
+pub async fn run(client: Client, cache_dir: PathBuf, dir: PathBuf) {
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        cache_dir,
+        dir,
+        platform: tokio::sync::Mutex::new(None),
+        ready: Mutex::new(HashSet::new()),
+    });
+    let pods: Api<Pod> = Api::all(client);
+    let (store, writer) = reflector::store();
+    let events = reflector(
+        writer,
+        watcher(pods, watcher::Config::default().labels(TYPE_LABEL)),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    let serving = async {
+        let mut running: HashMap<String, watch::Sender<bool>> = HashMap::new();
+        loop {
+            let _ = store.wait_until_ready().await;
+            let wanted: HashMap<String, Arc<Pod>> = store
+                .state()
+                .into_iter()
+                .filter(|p| runnable(p))
+                .filter_map(|p| Some((p.uid()?, p)))
+                .collect();
+            running.retain(|uid, stop| {
+                let keep = wanted.contains_key(uid);
+                if !keep {
+                    let _ = stop.send(true);
+                }
+                keep
+            });
+            for (uid, pod) in wanted {
+                if !running.contains_key(&uid) {
+                    let (tx, rx) = watch::channel(false);
+                    running.insert(uid, tx);
+                    tokio::spawn(pod::serve(shared.clone(), (*pod).clone(), rx));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    futures::join!(events, serving);
+}

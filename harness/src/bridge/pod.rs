@@ -1,0 +1,511 @@
+//! One simulated pod's life: its process started, probed, restarted with back-off, and stopped with the pod.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::crilog::CriLog;
+use super::translate::{self, Launch, Readiness, Role};
+use super::{BridgeError, Shared};
+use crate::k8s::kinds::{DynamoGraphDeployment, KwokLogs, KwokPortForward};
+use crate::profile::DynamoVersion;
+
+/// The pod annotation the bridge sets to `true` while the process passes the readiness probe;
+/// kwok's stages turn the pod Ready or not Ready from it.
+pub const READY_ANNOTATION: &str = "dynamo-conformance/process-ready";
+/// The pod annotation with the bridge's last observation of the process, one line.
+pub const STATUS_ANNOTATION: &str = "dynamo-conformance/process-status";
+/// The graph annotation naming the Dynamo release for images whose tag names none.
+pub const VERSION_ANNOTATION: &str = "dynamo-conformance/dynamo-version";
+
+const PROBE_PERIOD: Duration = Duration::from_secs(2);
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(80);
+/// How long a 0.4.x worker waits for its frontend (and a prefill worker for its decode worker).
+const ORDER_WAIT: Duration = Duration::from_secs(180);
+
+async fn annotate(shared: &Shared, pod: &Pod, ready: bool, status: &str) {
+    let api: Api<Pod> =
+        Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = json!({ "metadata": { "annotations": {
+        READY_ANNOTATION: ready.to_string(),
+        STATUS_ANNOTATION: crate::openai::check::excerpt(status, 300),
+    } } });
+    if let Err(e) = api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        eprintln!("bridge: cannot annotate pod {}: {e}", pod.name_any());
+    }
+}
+
+/// The release a pod runs: its image's tag when that names a release, else its graph's annotation.
+async fn version_of(
+    shared: &Shared,
+    pod: &Pod,
+) -> Result<(DynamoVersion, Option<String>), BridgeError> {
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let tag = image
+        .rsplit_once(':')
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    if let Ok(version) = tag.parse::<DynamoVersion>() {
+        return Ok((version, None));
+    }
+    let container = pod.spec.as_ref().and_then(|s| s.containers.first());
+    let graph = container
+        .and_then(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "DYN_PARENT_DGD_K8S_NAME")
+        })
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default();
+    let graphs: Api<DynamoGraphDeployment> =
+        Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
+    let annotated = graphs
+        .get_opt(&graph)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|g| g.annotations().get(VERSION_ANNOTATION).cloned());
+    match annotated.as_deref().map(str::parse::<DynamoVersion>) {
+        Some(Ok(version)) => Ok((
+            version,
+            Some(format!(
+                "image tag {tag:?} names no release this suite runs; running Dynamo {version}, the graph's release"
+            )),
+        )),
+        _ => Err(BridgeError::Pod {
+            pod: pod.name_any(),
+            reason: format!(
+                "image {image:?} names no Dynamo release this suite runs (known: {:?})",
+                DynamoVersion::ALL.map(|v| v.as_str())
+            ),
+        }),
+    }
+}
+
+async fn secrets_of(shared: &Shared, pod: &Pod) -> BTreeMap<String, BTreeMap<String, String>> {
+    let Some(container) = pod.spec.as_ref().and_then(|s| s.containers.first()) else {
+        return BTreeMap::new();
+    };
+    let mut names: Vec<String> = container
+        .env_from
+        .iter()
+        .flatten()
+        .filter_map(|f| f.secret_ref.as_ref().map(|s| s.name.clone()))
+        .collect();
+    names.extend(container.env.iter().flatten().filter_map(|e| {
+        e.value_from
+            .as_ref()?
+            .secret_key_ref
+            .as_ref()
+            .map(|k| k.name.clone())
+    }));
+    let api: Api<Secret> =
+        Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
+    let mut out = BTreeMap::new();
+    for name in names {
+        if let Ok(Some(secret)) = api.get_opt(&name).await {
+            let data = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect();
+            out.insert(name, data);
+        }
+    }
+    out
+}
+
+/// Creates the pod's kwok PortForward and Logs, owned by the pod so they go with it.
+async fn route(
+    shared: &Shared,
+    pod: &Pod,
+    launch: &Launch,
+    log: &CriLog,
+) -> Result<(), BridgeError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let owner = json!([{ "apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.uid() }]);
+    let labels = json!({ crate::k8s::MANAGED_BY_LABEL.0: crate::k8s::MANAGED_BY_LABEL.1 });
+    let forwards: Vec<_> = launch
+        .ports
+        .iter()
+        .map(|(pod_port, local)| json!({ "ports": [pod_port], "target": { "address": "127.0.0.1", "port": local } }))
+        .collect();
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let params = PatchParams::apply(super::FIELD_MANAGER).force();
+    let meta = json!({ "name": name, "namespace": ns, "ownerReferences": owner, "labels": labels });
+    let forward = json!({ "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward", "metadata": meta, "spec": { "forwards": forwards } });
+    let logs = json!({ "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": meta,
+        "spec": { "logs": [{ "containers": [container], "logsFile": log.path().display().to_string(), "follow": true }] } });
+    let api_error = |what: &str| {
+        let what = format!("create the kwok {what} of pod {ns}/{name}");
+        move |source| BridgeError::Api {
+            action: what,
+            source,
+        }
+    };
+    Api::<KwokPortForward>::namespaced(shared.client.clone(), &ns)
+        .patch(&name, &params, &Patch::Apply(&forward))
+        .await
+        .map_err(api_error("PortForward"))?;
+    Api::<KwokLogs>::namespaced(shared.client.clone(), &ns)
+        .patch(&name, &params, &Patch::Apply(&logs))
+        .await
+        .map_err(api_error("Logs"))?;
+    Ok(())
+}
+
+/// Prepares everything but the process: release, environment, secrets, platform, ports, routes.
+async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch, BridgeError> {
+    let (version, note) = version_of(shared, pod).await?;
+    if let Some(note) = note {
+        log.note(&note);
+    }
+    let cache = shared.cache_dir.clone();
+    let (env, model) = tokio::task::spawn_blocking(move || {
+        let env = crate::dynamo::install::ensure_env(&cache, version)?;
+        let model = crate::dynamo::model::ensure_model(&cache, &env)?;
+        Ok::<_, crate::dynamo::DynamoError>((env, model))
+    })
+    .await
+    .map_err(|e| BridgeError::Setup {
+        what: "install Dynamo".into(),
+        detail: e.to_string(),
+    })?
+    .map_err(|e| BridgeError::Setup {
+        what: format!("install Dynamo {version}"),
+        detail: e.to_string(),
+    })?;
+    let (etcd_url, nats_url) = match version {
+        DynamoVersion::V0_4_1 => {
+            let platform = shared.platform().await?;
+            (Some(platform.etcd_url), Some(platform.nats_url))
+        }
+        DynamoVersion::V1_6_1 => (None, None),
+    };
+    let namespace_dir = |dyn_ns: &str| shared.dir.join("discovery").join(dyn_ns);
+    let dyn_ns = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.iter().flatten().find(|e| e.name == "DYN_NAMESPACE"))
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| "dynamo".into());
+    let context = translate::LaunchContext {
+        version,
+        python: env.python(),
+        model_path: model.path.display().to_string(),
+        secrets: secrets_of(shared, pod).await,
+        etcd_url,
+        nats_url,
+        discovery_dir: namespace_dir(&dyn_ns),
+    };
+    let mut free = || {
+        crate::dynamo::deployment::free_port().map_err(|e| BridgeError::Setup {
+            what: "pick a port".into(),
+            detail: e.to_string(),
+        })
+    };
+    let launch = translate::launch(pod, &context, &mut free)?;
+    log.note(&format!(
+        "Dynamo {version} from PyPI: {} {}",
+        launch.program.display(),
+        launch.args.join(" ")
+    ));
+    for note in &launch.notes {
+        log.note(note);
+    }
+    let routes: Vec<String> = launch
+        .ports
+        .iter()
+        .map(|(p, l)| format!("{p} -> 127.0.0.1:{l}"))
+        .collect();
+    log.note(&format!("ports: {}", routes.join(", ")));
+    route(shared, pod, &launch, log).await?;
+    Ok(launch)
+}
+
+fn spawn(
+    launch: &Launch,
+    log: &CriLog,
+    dir: &std::path::Path,
+) -> std::io::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .env_clear()
+        .envs(
+            ["PATH", "HOME", "LANG", "TMPDIR"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+        )
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; the process ends with the agent's main thread.
+    unsafe {
+        command.as_std_mut().pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(log.clone().copy("stdout", out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(log.clone().copy("stderr", err));
+    }
+    Ok(child)
+}
+
+/// A failed probe, and whether the process answered HTTP at all.
+struct ProbeFailure {
+    answered: bool,
+    reason: String,
+}
+
+async fn probe(http: &reqwest::Client, readiness: &Readiness) -> Result<(), ProbeFailure> {
+    let Readiness::Http {
+        port, path, status, ..
+    } = readiness
+    else {
+        return Ok(());
+    };
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let response = http.get(&url).send().await.map_err(|e| ProbeFailure {
+        answered: false,
+        reason: format!("GET {path}: {}", crate::openai::client::error_chain(&e)),
+    })?;
+    let code = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let refused = |reason: String| ProbeFailure {
+        answered: true,
+        reason,
+    };
+    if !code.is_success() {
+        return Err(refused(format!(
+            "GET {path} answered {code}: {}",
+            crate::openai::check::excerpt(&body, 120)
+        )));
+    }
+    if let Some(want) = status {
+        let seen = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string));
+        if seen.as_deref() != Some(want.as_str()) {
+            return Err(refused(format!(
+                "GET {path}: .status is {seen:?}, the probe wants {want:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the registry shows `role` of `dyn_ns` ready, at most [`ORDER_WAIT`].
+async fn await_peer(
+    shared: &Shared,
+    dyn_ns: &str,
+    role: Role,
+    log: &CriLog,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let started = Instant::now();
+    log.note(&format!(
+        "Dynamo 0.4.x start order: waiting for the {role:?} of {dyn_ns} to serve before starting"
+    ));
+    while started.elapsed() < ORDER_WAIT {
+        if shared.is_ready(dyn_ns, role) {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.changed() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    log.note(&format!(
+        "the {role:?} of {dyn_ns} did not serve within {ORDER_WAIT:?}; starting anyway"
+    ));
+    true
+}
+
+/// Serves `pod` until `stop` turns true.
+pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool>) {
+    let name = pod.name_any();
+    let dir = shared.dir.join("pods").join(format!(
+        "{}_{}_{}",
+        pod.namespace().unwrap_or_default(),
+        name,
+        pod.uid().unwrap_or_default()
+    ));
+    let log = match CriLog::create(&dir.join("main.log")) {
+        Ok(l) => l,
+        Err(e) => {
+            annotate(&shared, &pod, false, &format!("cannot create its log: {e}")).await;
+            return;
+        }
+    };
+    annotate(&shared, &pod, false, "preparing its process").await;
+    let launch = tokio::select! {
+        _ = stop.changed() => return,
+        prepared = prepare(&shared, &pod, &log) => match prepared {
+            Ok(l) => l,
+            Err(e) => {
+                let reason = match e {
+                    BridgeError::Pod { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                log.note(&format!("cannot start: {reason}"));
+                annotate(&shared, &pod, false, &format!("cannot start: {reason}")).await;
+                let _ = stop.changed().await;
+                return;
+            }
+        }
+    };
+    let key = (launch.dynamo_namespace.clone(), launch.role);
+    if launch.version == DynamoVersion::V0_4_1 {
+        let wait_for = match launch.role {
+            Role::Frontend => None,
+            Role::Decode => Some(Role::Frontend),
+            Role::Prefill => Some(Role::Decode),
+        };
+        if let Some(peer) = wait_for {
+            annotate(
+                &shared,
+                &pod,
+                false,
+                &format!(
+                    "waiting for the {peer:?} of {} (Dynamo 0.4.x start order)",
+                    launch.dynamo_namespace
+                ),
+            )
+            .await;
+            if !await_peer(&shared, &launch.dynamo_namespace, peer, &log, &mut stop).await {
+                return;
+            }
+        }
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client");
+    let mut backoff = FIRST_BACKOFF;
+    let mut restarts = 0u32;
+    loop {
+        let mut child = match spawn(&launch, &log, &dir) {
+            Ok(c) => c,
+            Err(e) => {
+                log.note(&format!("cannot start {}: {e}", launch.program.display()));
+                annotate(
+                    &shared,
+                    &pod,
+                    false,
+                    &format!("cannot start its process: {e}"),
+                )
+                .await;
+                let _ = stop.changed().await;
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        log.note(&format!("started pid {pid} (restarts: {restarts})"));
+        let started = Instant::now();
+        let initial_delay = match &launch.readiness {
+            Readiness::Http { initial_delay, .. } => Duration::from_secs(*initial_delay),
+            Readiness::Running => Duration::ZERO,
+        };
+        let mut ready = false;
+        let mut last = String::new();
+        let exit = loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    // SAFETY: the pid of the child this task started and has not reaped.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                        let _ = child.kill().await;
+                    }
+                    shared.set_ready(&key, false);
+                    log.note("pod deleted: process stopped");
+                    return;
+                }
+                status = child.wait() => break status,
+                _ = tokio::time::sleep(PROBE_PERIOD) => {
+                    let result = probe(&http, &launch.readiness).await;
+                    // Workers may start once the frontend answers at all (0.4.1's says 503 until one
+                    // registers) and the prefill once the decode passes; the pod turns Ready only after
+                    // the probe's initial delay.
+                    let serving = match (&result, launch.role) {
+                        (Ok(()), _) => true,
+                        (Err(f), Role::Frontend) => f.answered,
+                        (Err(_), _) => false,
+                    };
+                    shared.set_ready(&key, serving);
+                    let waiting = started.elapsed() < initial_delay;
+                    let now_ready = result.is_ok() && !waiting;
+                    let status = match result {
+                        Ok(()) if waiting => format!("pid {pid} answers; Ready after the probe's initial delay of {initial_delay:?}"),
+                        Ok(()) => format!("pid {pid} passes its readiness probe"),
+                        Err(e) => format!("pid {pid} fails its readiness probe: {}", e.reason),
+                    };
+                    if now_ready != ready || status != last {
+                        ready = now_ready;
+                        annotate(&shared, &pod, ready, &status).await;
+                        last = status;
+                    }
+                }
+            }
+        };
+        shared.set_ready(&key, false);
+        let code = exit
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        let tail = log.tail(3);
+        log.note(&format!(
+            "process exited ({code}); restarting in {backoff:?}"
+        ));
+        annotate(
+            &shared,
+            &pod,
+            false,
+            &format!("process exited ({code}), restart in {backoff:?}; its log ends: {tail}"),
+        )
+        .await;
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        restarts += 1;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,200 @@
+//! The local cluster's agent: one background process running the operator stand-in and the bridge.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dynamo::lock::{self, FileLock};
+
+/// How long the agent may take to connect and report.
+const START_WAIT: Duration = Duration::from_secs(30);
+/// How long it may take to stop its processes.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Errors starting, running or stopping the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A file could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The agent did not come up.
+    #[error(
+        "the local cluster's agent (operator stand-in and bridge) did not start: {detail}; its log: {log}"
+    )]
+    NotStarted {
+        /// What was seen.
+        detail: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// The agent could not reach the cluster.
+    #[error("the agent cannot use the local cluster: {0}")]
+    Cluster(String),
+    /// Another process held the agent's lock too long.
+    #[error(transparent)]
+    Lock(#[from] crate::dynamo::DynamoError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+    move |source| AgentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a running agent publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Its pid.
+    pub pid: u32,
+    /// A digest of the kubeconfig it uses: a recreated cluster needs a new agent.
+    pub kubeconfig_sha256: String,
+    /// Where it keeps pod logs and the platform's data.
+    pub dir: PathBuf,
+}
+
+/// The agent's directory.
+pub fn dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("agent")
+}
+
+fn state_path(cache_dir: &Path) -> PathBuf {
+    dir(cache_dir).join("agent.json")
+}
+
+fn digest(kubeconfig: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(kubeconfig).unwrap_or_default();
+    format!("{:x}", sha2::Sha256::digest(&bytes))
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// The running agent, if any.
+pub fn status(cache_dir: &Path) -> Option<AgentState> {
+    let text = std::fs::read_to_string(state_path(cache_dir)).ok()?;
+    let state: AgentState = serde_json::from_str(&text).ok()?;
+    alive(state.pid).then_some(state)
+}
+
+/// Starts the agent for the cluster of `kubeconfig` unless one already serves it. `exe` is the
+/// `dynamo-conformance` binary.
+pub fn ensure(cache_dir: &Path, kubeconfig: &Path, exe: &Path) -> Result<AgentState, AgentError> {
+    let dir = dir(cache_dir);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let _lock = FileLock::exclusive(&dir.join("agent.lock"), lock::SETUP_WAIT)?;
+    let want = digest(kubeconfig);
+    if let Some(state) = status(cache_dir) {
+        if state.kubeconfig_sha256 == want {
+            return Ok(state);
+        }
+        stop_pid(state.pid)?;
+    }
+    let _ = std::fs::remove_file(state_path(cache_dir));
+    let log = dir.join("agent.log");
+    let out = std::fs::File::create(&log).map_err(io(&log))?;
+    let err = out.try_clone().map_err(io(&log))?;
+    let mut command = Command::new(exe);
+    command
+        .args(["local", "agent", "--cache-dir"])
+        .arg(cache_dir)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().map_err(|e| AgentError::NotStarted {
+        detail: format!("{}: {e}", exe.display()),
+        log: log.clone(),
+    })?;
+    let started = Instant::now();
+    loop {
+        if let Some(state) = status(cache_dir)
+            && state.pid == child.id()
+        {
+            return Ok(state);
+        }
+        if let Ok(Some(exit)) = child.try_wait() {
+            return Err(AgentError::NotStarted {
+                detail: format!("it exited ({exit}): {}", crate::dynamo::log_tail(&log, 2)),
+                log,
+            });
+        }
+        if started.elapsed() > START_WAIT {
+            let _ = child.kill();
+            return Err(AgentError::NotStarted {
+                detail: format!("no report within {START_WAIT:?}"),
+                log,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop_pid(pid: u32) -> Result<(), AgentError> {
+    // SAFETY: signalling the agent its own state file names.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + STOP_WAIT;
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Whatever it left behind shares its process group.
+    // SAFETY: the process group the agent leads.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    Ok(())
+}
+
+/// Stops the agent and its processes; whether one ran.
+pub fn stop(cache_dir: &Path) -> Result<bool, AgentError> {
+    let Some(state) = status(cache_dir) else {
+        return Ok(false);
+    };
+    stop_pid(state.pid)?;
+    let _ = std::fs::remove_file(state_path(cache_dir));
+    Ok(true)
+}
+
+/// The agent's own entry point: runs the operator stand-in and the bridge until SIGTERM or SIGINT.
+pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
+    let dir = dir(cache_dir);
+    // One thread: the bridge's processes are spawned from it and end with it (PR_SET_PDEATHSIG).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io(&dir))?;
+    runtime.block_on(async {
+        let (client, _) = super::existing::connect(kubeconfig, None)
+            .await
+            .map_err(|e| AgentError::Cluster(e.to_string()))?;
+        let state = AgentState {
+            pid: std::process::id(),
+            kubeconfig_sha256: digest(kubeconfig),
+            dir: dir.clone(),
+        };
+        let path = state_path(cache_dir);
+        std::fs::write(&path, serde_json::to_string(&state).expect("plain data")).map_err(io(&path))?;
+        eprintln!("agent: serving the local cluster (pid {})", state.pid);
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(io(&path))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(io(&path))?;
+        tokio::select! {
+            _ = crate::operator::run(client.clone()) => eprintln!("agent: the operator stand-in stopped"),
+            _ = crate::bridge::run(client, cache_dir.to_path_buf(), dir.clone()) => eprintln!("agent: the bridge stopped"),
+            _ = term.recv() => eprintln!("agent: stopping (SIGTERM)"),
+            _ = int.recv() => eprintln!("agent: stopping (SIGINT)"),
+        }
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    })
+}

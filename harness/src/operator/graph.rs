@@ -1,0 +1,208 @@
+//! A graph's services as DynamoComponentDeployments, named, labelled and owned as Dynamo 0.4.1's operator does.
+
+use serde_json::{Map, Value, json};
+
+use super::OperatorError;
+use crate::k8s::kinds::DynamoGraphDeployment;
+
+/// Label naming the graph service a component deployment came from.
+pub const COMPONENT_LABEL: &str = "nvidia.com/dynamo-component";
+/// Label naming the Dynamo namespace of a graph.
+pub const NAMESPACE_LABEL: &str = "nvidia.com/dynamo-namespace";
+
+/// The component deployment name of `service` in graph `graph`: `<graph>-<service, lower case>`.
+pub fn component_name(graph: &str, service: &str) -> String {
+    format!("{graph}-{}", service.to_lowercase())
+}
+
+/// The graph's Dynamo namespace: the services' common `dynamoNamespace`, else `dynamo-<graph>`.
+pub fn dynamo_namespace(
+    graph: &str,
+    services: &Map<String, Value>,
+) -> Result<String, OperatorError> {
+    let mut named = services
+        .values()
+        .filter_map(|s| s["dynamoNamespace"].as_str())
+        .collect::<Vec<_>>();
+    named.sort_unstable();
+    named.dedup();
+    match named.as_slice() {
+        [] => Ok(format!("dynamo-{graph}")),
+        [one]
+            if named.len() == 1 && services.values().all(|s| s["dynamoNamespace"].is_string()) =>
+        {
+            Ok(one.to_string())
+        }
+        _ => Err(OperatorError::Invalid {
+            object: format!("DynamoGraphDeployment {graph}"),
+            reason: format!("services disagree on dynamoNamespace: {named:?}"),
+        }),
+    }
+}
+
+/// One DynamoComponentDeployment per service of `graph`, ready to apply.
+pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorError> {
+    let name = graph.metadata.name.clone().unwrap_or_default();
+    let namespace = graph.metadata.namespace.clone().unwrap_or_default();
+    let invalid = |reason: &str| OperatorError::Invalid {
+        object: format!("DynamoGraphDeployment {namespace}/{name}"),
+        reason: reason.to_string(),
+    };
+    let services = graph.spec["services"]
+        .as_object()
+        .ok_or_else(|| invalid("spec.services is missing or not a map"))?;
+    let dynamo_ns = dynamo_namespace(&name, services)?;
+    let graph_envs = graph.spec["envs"].as_array().cloned().unwrap_or_default();
+    let uid = graph.metadata.uid.clone().unwrap_or_default();
+    services
+        .iter()
+        .map(|(service, spec)| {
+            let mut spec = spec
+                .as_object()
+                .cloned()
+                .ok_or_else(|| invalid(&format!("service {service} is not an object")))?;
+            let labels = json!({ COMPONENT_LABEL: service, NAMESPACE_LABEL: dynamo_ns });
+            let mut envs = spec
+                .get("envs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for env in &graph_envs {
+                if !envs.iter().any(|e| e["name"] == env["name"]) {
+                    envs.push(env.clone());
+                }
+            }
+            if !envs.is_empty() {
+                spec.insert("envs".into(), Value::Array(envs));
+            }
+            spec.insert("serviceName".into(), service.clone().into());
+            spec.insert("dynamoNamespace".into(), dynamo_ns.clone().into());
+            spec.insert("labels".into(), labels.clone());
+            if let Some(framework) = graph.spec.get("backendFramework") {
+                spec.insert("backendFramework".into(), framework.clone());
+            }
+            Ok(json!({
+                "apiVersion": "nvidia.com/v1alpha1",
+                "kind": "DynamoComponentDeployment",
+                "metadata": {
+                    "name": component_name(&name, service),
+                    "namespace": namespace,
+                    "labels": labels,
+                    "ownerReferences": [{
+                        "apiVersion": "nvidia.com/v1alpha1",
+                        "kind": "DynamoGraphDeployment",
+                        "name": name,
+                        "uid": uid,
+                        "controller": true,
+                        "blockOwnerDeletion": true
+                    }]
+                },
+                "spec": Value::Object(spec)
+            }))
+        })
+        .collect()
+}
+
+/// The graph's status from its components' `(name, available)`: 0.4.1's `state` and `Ready` condition.
+pub fn status(components: &[(String, bool)], now: &str) -> Value {
+    let waiting: Vec<&str> = components
+        .iter()
+        .filter(|(_, available)| !available)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let (state, ready, reason, message) = if waiting.is_empty() && !components.is_empty() {
+        (
+            "successful",
+            "True",
+            "all_resources_are_ready",
+            "All resources are ready".to_string(),
+        )
+    } else {
+        (
+            "pending",
+            "False",
+            "some_resources_are_not_ready",
+            format!("{} resources not ready: {waiting:?}", waiting.len()),
+        )
+    };
+    json!({
+        "state": state,
+        "conditions": [{
+            "type": "Ready",
+            "status": ready,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now
+        }]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(yaml: &str) -> DynamoGraphDeployment {
+        let mut value: Value = serde_saphyr::from_str(yaml).unwrap();
+        value["metadata"]["namespace"] = "dynamo-cloud".into();
+        value["metadata"]["uid"] = "u-1".into();
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_guides_graph_becomes_three_owned_components() {
+        let guide = include_str!("../../../fixtures/guide/disagg-graph.yaml");
+        let components = components(&graph(guide)).unwrap();
+        let names: Vec<&str> = components
+            .iter()
+            .map(|c| c["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "vllm-v1-disagg-router-frontend",
+                "vllm-v1-disagg-router-vllmdecodeworker",
+                "vllm-v1-disagg-router-vllmprefillworker"
+            ]
+        );
+        let decode = &components[1];
+        assert_eq!(
+            decode["metadata"]["labels"][COMPONENT_LABEL],
+            "VllmDecodeWorker"
+        );
+        assert_eq!(decode["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert_eq!(decode["spec"]["serviceName"], "VllmDecodeWorker");
+        assert_eq!(decode["spec"]["dynamoNamespace"], "vllm-v1-disagg-router");
+        assert_eq!(decode["spec"]["envFromSecret"], "hf-token-secret");
+    }
+
+    #[test]
+    fn a_graph_without_namespaces_gets_dynamo_prefixed() {
+        let g = graph("metadata: {name: g}\nspec: {services: {A: {componentType: frontend}}}\n");
+        assert_eq!(
+            components(&g).unwrap()[0]["spec"]["dynamoNamespace"],
+            "dynamo-g"
+        );
+    }
+
+    #[test]
+    fn disagreeing_namespaces_are_refused() {
+        let g = graph(
+            "metadata: {name: g}\nspec: {services: {A: {dynamoNamespace: x}, B: {dynamoNamespace: y}}}\n",
+        );
+        let err = components(&g).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn status_names_the_components_not_ready() {
+        let pending = status(&[("a".into(), true), ("b".into(), false)], "t");
+        assert_eq!(pending["state"], "pending");
+        assert_eq!(
+            pending["conditions"][0]["message"],
+            "1 resources not ready: [\"b\"]"
+        );
+        let done = status(&[("a".into(), true)], "t");
+        assert_eq!(done["state"], "successful");
+        assert_eq!(done["conditions"][0]["status"], "True");
+    }
+}

@@ -1,0 +1,251 @@
+//! A stand-in for the Dynamo 0.4.1 operator: reconciles graphs into component deployments, Deployments and Services.
+//!
+//! The real operator cannot be built here: this machine's Go module proxy answers 403 for
+//! `github.com/ai-dynamo/dynamo/deploy/cloud/operator` at every version and pseudo-version, and for
+//! its dependency `github.com/NVIDIA/grove/operator/api`. This controller follows the 0.4.1
+//! operator's documented behaviour (names, labels, injected environment, probes, GPU limits,
+//! status) and every report names it as a stand-in.
+
+pub mod component;
+pub mod graph;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment, condition_true};
+
+/// The field manager of what the stand-in operator writes.
+pub const FIELD_MANAGER: &str = "dynamo-operator-stand-in";
+
+/// Errors reconciling a graph or a component.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The object's spec cannot be reconciled.
+    #[error("{object}: {reason}")]
+    Invalid {
+        /// The object.
+        object: String,
+        /// Why.
+        reason: String,
+    },
+    /// The API server refused a request.
+    #[error("{action}: {source}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> OperatorError {
+    let action = action.into();
+    move |source| OperatorError::Api { action, source }
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+struct Context {
+    client: Client,
+}
+
+async fn apply(client: &Client, object: &Value) -> Result<(), OperatorError> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let action = format!("apply {kind} {ns}/{name}");
+    match kind {
+        "DynamoComponentDeployment" => {
+            Api::<DynamoComponentDeployment>::namespaced(client.clone(), ns)
+                .patch(name, &params, &Patch::Apply(object))
+                .await
+                .map(drop)
+        }
+        "Deployment" => Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+            .map(drop),
+        _ => Api::<Service>::namespaced(client.clone(), ns)
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+            .map(drop),
+    }
+    .map_err(api_error(action))
+}
+
+/// A status without its timestamps, to tell a real change from a rewrite.
+fn essence(status: Option<&Value>) -> Value {
+    let mut status = status.cloned().unwrap_or(Value::Null);
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for c in conditions {
+            if let Some(c) = c.as_object_mut() {
+                c.remove("lastTransitionTime");
+            }
+        }
+    }
+    status
+}
+
+async fn reconcile_graph(
+    graph: Arc<DynamoGraphDeployment>,
+    ctx: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    if graph.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = graph.namespace().unwrap_or_default();
+    let api: Api<DynamoGraphDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let components = match graph::components(&graph) {
+        Ok(c) => c,
+        Err(e) => {
+            let status = json!({ "state": "failed", "conditions": [{
+                "type": "Ready", "status": "False", "reason": "failed_to_reconcile_the_resources",
+                "message": e.to_string(), "lastTransitionTime": now() }] });
+            write_status(&api, &graph.name_any(), graph.status.as_ref(), status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let dcds: Api<DynamoComponentDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut readiness = Vec::new();
+    for component in &components {
+        apply(&ctx.client, component).await?;
+        let name = component["metadata"]["name"].as_str().unwrap_or_default();
+        let current = dcds
+            .get_opt(name)
+            .await
+            .map_err(api_error(format!("read {name}")))?;
+        let available = current.is_some_and(|c| condition_true(c.status.as_ref(), "Available"));
+        readiness.push((name.to_string(), available));
+    }
+    let status = graph::status(&readiness, &now());
+    let done = status["state"] == "successful";
+    write_status(&api, &graph.name_any(), graph.status.as_ref(), status).await?;
+    Ok(Action::requeue(Duration::from_secs(if done {
+        60
+    } else {
+        5
+    })))
+}
+
+async fn write_status<K>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&Value>,
+    new: Value,
+) -> Result<(), OperatorError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if essence(old) == essence(Some(&new)) {
+        return Ok(());
+    }
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": new })),
+    )
+    .await
+    .map(drop)
+    .map_err(api_error(format!("write the status of {name}")))
+}
+
+/// The platform's NATS and etcd, as the chart passes them to the operator, where they exist.
+async fn platform_env(client: &Client, ns: &str) -> component::PlatformEnv {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let exists = |name: &'static str| {
+        let services = services.clone();
+        async move { services.get_opt(name).await.ok().flatten().is_some() }
+    };
+    component::PlatformEnv {
+        nats: exists("dynamo-platform-nats")
+            .await
+            .then(|| format!("nats://dynamo-platform-nats.{ns}:4222")),
+        etcd: exists("dynamo-platform-etcd")
+            .await
+            .then(|| format!("dynamo-platform-etcd.{ns}:2379")),
+    }
+}
+
+async fn reconcile_component(
+    dcd: Arc<DynamoComponentDeployment>,
+    ctx: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    if dcd.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = dcd.namespace().unwrap_or_default();
+    let name = dcd.name_any();
+    let platform = platform_env(&ctx.client, &ns).await;
+    apply(&ctx.client, &component::deployment(&dcd, &platform)).await?;
+    if let Some(service) = component::service(&dcd) {
+        apply(&ctx.client, &service).await?;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployment = deployments
+        .get_opt(&name)
+        .await
+        .map_err(api_error(format!("read deployment {ns}/{name}")))?;
+    let available = component::available(deployment.as_ref());
+    let api: Api<DynamoComponentDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    write_status(
+        &api,
+        &name,
+        dcd.status.as_ref(),
+        component::status(available, &now()),
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(if available {
+        60
+    } else {
+        5
+    })))
+}
+
+fn retry<K>(_: Arc<K>, error: &OperatorError, _: Arc<Context>) -> Action {
+    eprintln!("operator stand-in: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs both controllers until the stream ends (it does not, short of a panic).
+pub async fn run(client: Client) {
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+    });
+    let graphs = Controller::new(
+        Api::<DynamoGraphDeployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<DynamoComponentDeployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .run(reconcile_graph, retry, ctx.clone())
+    .for_each(|_| async {});
+    let components = Controller::new(
+        Api::<DynamoComponentDeployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .run(reconcile_component, retry, ctx)
+    .for_each(|_| async {});
+    futures::join!(graphs, components);
+}

@@ -1,0 +1,187 @@
+//! The guide's DynamoGraphDeployment, applied with the run's model and release, and waited for until ready.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+use super::{Stage, StageError};
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment, conditions};
+use crate::k8s::{K8sError, MANAGED_BY_LABEL, apply, wait};
+use crate::operator::component::SELECTOR_LABEL;
+
+/// The guide's graph, as the guide writes it.
+pub const FIXTURE: &str = include_str!("../../../fixtures/guide/disagg-graph.yaml");
+/// Its name.
+pub const GRAPH: &str = "vllm-v1-disagg-router";
+/// The model and release the guide's graph names, replaced by the run's.
+const GUIDE_MODEL: &str = "Qwen/Qwen3-0.6B";
+const GUIDE_IMAGE: &str = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.1";
+/// The state a ready graph reports (0.4.1 and 1.x alike).
+pub const READY_STATE: &str = "successful";
+
+/// The guide's graph with the run's model and, where the guide names its release (0.4.1), the
+/// run's release as image tag. Other tags (the prefill worker's 0.4.0) stay as the guide has them.
+pub fn manifest(config: &Config) -> Result<Value, K8sError> {
+    let image = format!(
+        "nvcr.io/nvidia/ai-dynamo/vllm-runtime:{}",
+        config.dynamo_version
+    );
+    let text = FIXTURE
+        .replace(GUIDE_IMAGE, &image)
+        .replace(GUIDE_MODEL, &config.model);
+    let mut objects = apply::parse_documents("guide/disagg-graph.yaml", &text)?;
+    let mut graph = objects.remove(0);
+    graph["metadata"]["annotations"][crate::bridge::pod::VERSION_ANNOTATION] =
+        config.dynamo_version.as_str().into();
+    Ok(graph)
+}
+
+/// Whether the graph reports the ready state and a `Ready` condition.
+pub fn is_ready(graph: Option<&DynamoGraphDeployment>) -> bool {
+    graph.and_then(|g| g.status.as_ref()).is_some_and(|s| {
+        s["state"] == READY_STATE
+            && conditions(Some(s))
+                .iter()
+                .any(|(t, st, _, _)| t == "Ready" && st == "True")
+    })
+}
+
+/// The graph's state and `Ready` condition, one line.
+pub fn describe(graph: Option<&DynamoGraphDeployment>) -> String {
+    let Some(status) = graph.and_then(|g| g.status.as_ref()) else {
+        return "no status yet (is the operator running?)".into();
+    };
+    let conditions: Vec<String> = conditions(Some(status))
+        .into_iter()
+        .map(|(t, s, r, m)| format!("{t}={s} ({r}: {m})"))
+        .collect();
+    format!(
+        "state {:?}, {}",
+        status["state"].as_str().unwrap_or("none"),
+        conditions.join("; ")
+    )
+}
+
+/// For each component that is not available: its pods and why they are not ready.
+pub async fn pending_components(client: &Client, namespace: &str, graph: &str) -> Vec<String> {
+    let dcds: Api<DynamoComponentDeployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = dcds.list(&ListParams::default()).await else {
+        return vec!["cannot list DynamoComponentDeployments".into()];
+    };
+    let mut out = Vec::new();
+    for dcd in list.items.into_iter().filter(|d| {
+        d.owner_references().iter().any(|o| o.name == graph)
+            && !crate::k8s::kinds::condition_true(d.status.as_ref(), "Available")
+    }) {
+        let name = dcd.name_any();
+        let selector = format!("{SELECTOR_LABEL}={name}");
+        let pod_lines: Vec<String> = match pods.list(&ListParams::default().labels(&selector)).await
+        {
+            Err(e) => vec![format!("cannot list its pods: {e}")],
+            Ok(p) if p.items.is_empty() => vec!["no pods".into()],
+            Ok(p) => p.items.iter().map(pod_summary).collect(),
+        };
+        let mut line = format!("component {name} not available: {}", pod_lines.join("; "));
+        if let Some(event) = wait::latest_warning(client, Some(namespace), &name).await {
+            line.push_str(&format!("; latest warning: {event}"));
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// A pod's phase, readiness and, on the local provider, what the bridge last saw of its process.
+pub fn pod_summary(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone())
+        .unwrap_or_else(|| "Unknown".into());
+    let mut line = format!(
+        "pod {} {} Ready={ready}",
+        pod.name_any(),
+        status
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into())
+    );
+    if let Some(process) = pod.annotations().get(crate::bridge::pod::STATUS_ANNOTATION) {
+        line.push_str(&format!(" ({process})"));
+    }
+    line
+}
+
+/// Applies the graph (unless someone else's graph of that name is there) and waits until it is ready.
+pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
+    let fail = StageError::cluster(Stage::Graph);
+    let ns = config.namespace.as_str();
+    let api: Api<DynamoGraphDeployment> = Api::namespaced(cluster.client.clone(), ns);
+    let existing = api.get_opt(GRAPH).await.map_err(|e| {
+        fail(K8sError::api(
+            format!("read DynamoGraphDeployment {ns}/{GRAPH}"),
+            e,
+        ))
+    })?;
+    let foreign = existing.as_ref().is_some_and(|g| {
+        g.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) != Some(MANAGED_BY_LABEL.1)
+    });
+    let mut notes = Vec::new();
+    if foreign {
+        notes.push(format!(
+            "DynamoGraphDeployment {ns}/{GRAPH} was there already and is used as is"
+        ));
+    } else {
+        let graph = manifest(config).map_err(&fail)?;
+        apply::apply_objects(
+            &cluster.client,
+            "guide/disagg-graph.yaml",
+            vec![graph],
+            ns,
+            Stage::Graph.name(),
+        )
+        .await
+        .map_err(&fail)?;
+        notes.push(format!(
+            "applied the guide's DynamoGraphDeployment {GRAPH} (model {}, image tag {} where the guide has 0.4.1)",
+            config.model, config.dynamo_version
+        ));
+    }
+    let waited = wait::until(
+        &cluster.client,
+        wait::Wait {
+            api,
+            name: GRAPH,
+            namespace: Some(ns),
+            condition: "ready",
+            timeout: config.ready_timeout,
+        },
+        |g: Option<&DynamoGraphDeployment>| is_ready(g),
+        describe,
+    )
+    .await;
+    match waited {
+        Ok(_) => Ok(notes),
+        Err(K8sError::Timeout {
+            what,
+            condition,
+            waited,
+            mut last_seen,
+        }) => {
+            let pending = pending_components(&cluster.client, ns, GRAPH).await;
+            if !pending.is_empty() {
+                last_seen.push_str(&format!("; {}", pending.join("; ")));
+            }
+            Err(fail(K8sError::Timeout {
+                what,
+                condition,
+                waited,
+                last_seen,
+            }))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
