@@ -115,6 +115,40 @@ pub fn pod_summary(pod: &Pod) -> String {
     line
 }
 
+/// Deletes the suite's graph (and, through owner references, its components and pods) and waits until it is gone.
+async fn replace(
+    api: &Api<DynamoGraphDeployment>,
+    graph: &DynamoGraphDeployment,
+    ns: &str,
+    config: &Config,
+) -> Result<(), K8sError> {
+    let uid = graph.uid().unwrap_or_default();
+    api.delete(GRAPH, &kube::api::DeleteParams::foreground())
+        .await
+        .map_err(|e| K8sError::api(format!("delete DynamoGraphDeployment {ns}/{GRAPH}"), e))?;
+    let gone = kube::runtime::conditions::is_deleted(&uid);
+    match tokio::time::timeout(
+        config.ready_timeout,
+        kube::runtime::wait::await_condition(api.clone(), GRAPH, gone),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(K8sError::Timeout {
+            what: format!("DynamoGraphDeployment {ns}/{GRAPH}"),
+            condition: "deleted".into(),
+            waited: config.ready_timeout,
+            last_seen: format!("the watch failed: {e}"),
+        }),
+        Err(_) => Err(K8sError::Timeout {
+            what: format!("DynamoGraphDeployment {ns}/{GRAPH}"),
+            condition: "deleted".into(),
+            waited: config.ready_timeout,
+            last_seen: "still there (foreground deletion waits for its components and pods)".into(),
+        }),
+    }
+}
+
 /// Applies the graph (unless someone else's graph of that name is there) and waits until it is ready.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Graph);
@@ -130,6 +164,20 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         g.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) != Some(MANAGED_BY_LABEL.1)
     });
     let mut notes = Vec::new();
+    let other_release = existing
+        .as_ref()
+        .and_then(|g| {
+            g.annotations()
+                .get(crate::bridge::pod::VERSION_ANNOTATION)
+                .cloned()
+        })
+        .filter(|v| !foreign && v != config.dynamo_version.as_str());
+    if let (Some(old), Some(graph)) = (&other_release, &existing) {
+        // Pod templates that do not name the release (the guide's 0.4.0 prefill image) would not
+        // roll, so a graph of another release is replaced rather than updated.
+        replace(&api, graph, ns, config).await.map_err(&fail)?;
+        notes.push(format!("replaced the graph of Dynamo {old}"));
+    }
     if foreign {
         notes.push(format!(
             "DynamoGraphDeployment {ns}/{GRAPH} was there already and is used as is"
