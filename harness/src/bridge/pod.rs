@@ -422,6 +422,7 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
         .expect("a plain HTTP client");
     let mut backoff = FIRST_BACKOFF;
     let mut restarts = 0u32;
+    let mut last_exit: Option<String> = None;
     loop {
         let mut child = match spawn(&launch, &log, &dir) {
             Ok(c) => c,
@@ -478,6 +479,10 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
                         Ok(()) => format!("pid {pid} passes its readiness probe"),
                         Err(e) => format!("pid {pid} fails its readiness probe: {}", e.reason),
                     };
+                    let status = match &last_exit {
+                        Some(exit) => format!("{status}; restarted {restarts} times, last exit: {exit}"),
+                        None => status,
+                    };
                     if now_ready != ready || status != last {
                         ready = now_ready;
                         annotate(&shared, &pod, ready, &status).await;
@@ -494,6 +499,7 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
         log.note(&format!(
             "process exited ({code}); restarting in {backoff:?}"
         ));
+        last_exit = Some(format!("{code} at {}", k8s_openapi::jiff::Timestamp::now()));
         annotate(
             &shared,
             &pod,

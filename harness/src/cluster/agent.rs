@@ -56,6 +56,8 @@ pub struct AgentState {
     pub pid: u32,
     /// A digest of the kubeconfig it uses: a recreated cluster needs a new agent.
     pub kubeconfig_sha256: String,
+    /// The binary it runs, with its modification time: a rebuilt binary needs a new agent.
+    pub program: String,
     /// Where it keeps pod logs and the platform's data.
     pub dir: PathBuf,
 }
@@ -73,6 +75,17 @@ fn digest(kubeconfig: &Path) -> String {
     use sha2::Digest;
     let bytes = std::fs::read(kubeconfig).unwrap_or_default();
     format!("{:x}", sha2::Sha256::digest(&bytes))
+}
+
+/// `exe` and its modification time, one line.
+fn program_id(exe: &Path) -> String {
+    let modified = std::fs::metadata(exe)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{} {modified}", exe.display())
 }
 
 fn alive(pid: u32) -> bool {
@@ -95,7 +108,7 @@ pub fn ensure(cache_dir: &Path, kubeconfig: &Path, exe: &Path) -> Result<AgentSt
     let _lock = FileLock::exclusive(&dir.join("agent.lock"), lock::SETUP_WAIT)?;
     let want = digest(kubeconfig);
     if let Some(state) = status(cache_dir) {
-        if state.kubeconfig_sha256 == want {
+        if state.kubeconfig_sha256 == want && state.program == program_id(exe) {
             return Ok(state);
         }
         stop_pid(state.pid)?;
@@ -180,6 +193,7 @@ pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
         let state = AgentState {
             pid: std::process::id(),
             kubeconfig_sha256: digest(kubeconfig),
+            program: std::env::current_exe().map(|e| program_id(&e)).unwrap_or_default(),
             dir: dir.clone(),
         };
         let path = state_path(cache_dir);

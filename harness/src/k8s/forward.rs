@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -63,8 +64,16 @@ impl PortForward {
                         let mut upstream = forwarder
                             .take_stream(port)
                             .ok_or_else(|| "the API server opened no stream".to_string())?;
+                        let server_error = forwarder.take_error(port);
                         let copied = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
                         drop(upstream);
+                        // The API server reports a refused dial (say, no process behind the pod) here.
+                        if let Some(error) = server_error
+                            && let Ok(Some(message)) =
+                                tokio::time::timeout(Duration::from_secs(2), error).await
+                        {
+                            return Err(message);
+                        }
                         let _ = forwarder.join().await;
                         copied.map(drop).map_err(|e| e.to_string())
                     }

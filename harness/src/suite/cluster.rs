@@ -849,6 +849,8 @@ pub struct GraphTarget {
     pub provenance: String,
     /// How to read the pods' logs.
     pub logs: String,
+    /// The graph's pods, to describe them when a case fails.
+    pub pods: Api<Pod>,
 }
 
 /// Brings the graph up (with every stage before it) and opens the port-forwards.
@@ -916,5 +918,6 @@ pub async fn graph_target(config: &Config, exe: &Path) -> Result<GraphTarget, St
         workers,
         provenance: graph_provenance(cluster, config),
         logs,
+        pods,
     })
 }

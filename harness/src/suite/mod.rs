@@ -10,6 +10,7 @@ use libtest_mimic::{Failed, Trial};
 
 use crate::config::{Config, ProviderKind};
 use crate::dynamo::WorkerRole;
+use crate::k8s::forward::PortForward;
 use crate::metrics;
 use crate::openai::probe::{self, Exchange, Expectation};
 use crate::openai::{ApiKind, ApiProbe, Endpoint, GenerationRequest, Rule};
@@ -97,10 +98,8 @@ pub struct CaseResult {
 pub struct Target {
     /// The frontend, through a port-forward to the pod its Service resolves to.
     pub frontend: Endpoint,
-    /// Which pod and port the frontend endpoint reaches, for messages.
-    pub frontend_route: String,
-    /// Each worker's system port, through a port-forward to its pod, with the route for messages.
-    pub workers: Vec<(WorkerRole, Endpoint, String)>,
+    /// Each worker's system port, through a port-forward to its pod.
+    pub workers: Vec<(WorkerRole, Endpoint)>,
     /// The served model.
     pub model: String,
     /// The profile the answers are judged against.
@@ -109,17 +108,42 @@ pub struct Target {
     pub provenance: String,
     /// Where the processes' logs are.
     pub logs: String,
-    forwards: Vec<crate::k8s::forward::PortForward>,
+    frontend_forward: PortForward,
+    worker_forwards: Vec<(WorkerRole, PortForward)>,
+    pods: kube::Api<k8s_openapi::api::core::v1::Pod>,
+}
+
+/// Which port-forward a case went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Frontend,
+    Worker(WorkerRole),
 }
 
 impl Target {
-    /// The routes as they stand now, with the last port-forward errors.
-    fn routes(&self) -> String {
-        self.forwards
-            .iter()
-            .map(|f| f.describe())
-            .collect::<Vec<_>>()
-            .join("; ")
+    fn forward(&self, route: Route) -> Option<&PortForward> {
+        match route {
+            Route::Frontend => Some(&self.frontend_forward),
+            Route::Worker(role) => self
+                .worker_forwards
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, f)| f),
+        }
+    }
+
+    /// The route and the pod behind it as they stand now: gone, not Ready, or its process's state.
+    async fn describe_route(&self, route: Route) -> String {
+        let Some(forward) = self.forward(route) else {
+            return String::new();
+        };
+        let name = forward.pod.rsplit('/').next().unwrap_or_default();
+        let pod = match self.pods.get_opt(name).await {
+            Ok(Some(pod)) => crate::stages::graph::pod_summary(&pod),
+            Ok(None) => format!("pod {} no longer exists", forward.pod),
+            Err(e) => format!("cannot read pod {}: {e}", forward.pod),
+        };
+        format!("via {}; now: {pod}", forward.describe())
     }
 }
 
@@ -131,22 +155,20 @@ fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
     let graph = runtime.block_on(cluster::graph_target(config, supervisor_exe))?;
     let endpoint = |url: &str| Endpoint::new(url, config.api_timeouts).map_err(|e| e.to_string());
     let frontend = endpoint(&graph.frontend.url())?;
-    let frontend_route = graph.frontend.describe();
     let mut workers = Vec::new();
     for (role, forward) in &graph.workers {
-        workers.push((*role, endpoint(&forward.url())?, forward.describe()));
+        workers.push((*role, endpoint(&forward.url())?));
     }
-    let mut forwards = vec![graph.frontend];
-    forwards.extend(graph.workers.into_iter().map(|(_, f)| f));
     Ok(Target {
         frontend,
-        frontend_route,
         workers,
         model: config.model.clone(),
         profile: config.dynamo_version.profile(),
         provenance: graph.provenance,
         logs: graph.logs,
-        forwards,
+        frontend_forward: graph.frontend,
+        worker_forwards: graph.workers,
+        pods: graph.pods,
     })
 }
 
@@ -165,17 +187,21 @@ pub fn acquired_target() -> Option<&'static Target> {
     TARGET.get().and_then(|t| t.as_ref().ok())
 }
 
-fn failed(target: &Target, lines: Vec<String>) -> Outcome {
+async fn failed(target: &Target, routes: &[Route], lines: Vec<String>) -> Outcome {
+    let mut via = Vec::new();
+    for route in routes {
+        via.push(target.describe_route(*route).await);
+    }
     Outcome::Failed(format!(
-        "{}\nvia: {}\nlogs: {}\n{}",
+        "{}\n{}\nlogs: {}\n{}",
         lines.join("\n"),
-        target.routes(),
+        via.join("\n"),
         target.logs,
         target.provenance
     ))
 }
 
-fn verdict(target: &Target, checks: crate::openai::Checks) -> Outcome {
+async fn verdict(target: &Target, routes: &[Route], checks: crate::openai::Checks) -> Outcome {
     if checks.all_passed() {
         Outcome::Passed(format!(
             "{} checks held (profile {}); {}",
@@ -186,8 +212,10 @@ fn verdict(target: &Target, checks: crate::openai::Checks) -> Outcome {
     } else {
         failed(
             target,
+            routes,
             checks.violations().map(ToString::to_string).collect(),
         )
+        .await
     }
 }
 
@@ -195,22 +223,35 @@ async fn run_check(check: CaseCheck, target: &Target) -> Outcome {
     match check {
         CaseCheck::Api(api) => {
             let observation = api.observe(&target.frontend, &target.model).await;
-            verdict(target, observation.judge(&target.model, target.profile))
-        }
-        CaseCheck::WorkerHealth(role) => match target.workers.iter().find(|(r, _, _)| *r == role) {
-            None => failed(
+            // Generations go through the frontend to the workers: a failure names them all.
+            let routes = [
+                Route::Frontend,
+                Route::Worker(WorkerRole::Decode),
+                Route::Worker(WorkerRole::Prefill),
+            ];
+            verdict(
                 target,
-                vec![format!(
-                    "the graph has no ready {} worker pod",
-                    role.as_str()
-                )],
-            ),
-            Some((_, system, _)) => {
-                let exchanges: Vec<Exchange> = probe::observe_worker(system).await;
-                verdict(
+                &routes,
+                observation.judge(&target.model, target.profile),
+            )
+            .await
+        }
+        CaseCheck::WorkerHealth(role) => match target.workers.iter().find(|(r, _)| *r == role) {
+            None => {
+                failed(
                     target,
-                    probe::judge_exchanges(&exchanges, &target.model, target.profile),
+                    &[],
+                    vec![format!(
+                        "the graph has no ready {} worker pod",
+                        role.as_str()
+                    )],
                 )
+                .await
+            }
+            Some((_, system)) => {
+                let exchanges: Vec<Exchange> = probe::observe_worker(system).await;
+                let checks = probe::judge_exchanges(&exchanges, &target.model, target.profile);
+                verdict(target, &[Route::Worker(role)], checks).await
             }
         },
         CaseCheck::Disaggregation => disaggregation(target).await,
@@ -241,19 +282,22 @@ async fn prefill_served(system: &Endpoint) -> Result<f64, String> {
 
 /// Sends requests through the frontend and proves the prefill worker counted each of them.
 async fn disaggregation(target: &Target) -> Outcome {
-    let Some((_, prefill, _)) = target
+    let routes = [Route::Frontend, Route::Worker(WorkerRole::Prefill)];
+    let Some((_, prefill)) = target
         .workers
         .iter()
-        .find(|(r, _, _)| *r == WorkerRole::Prefill)
+        .find(|(r, _)| *r == WorkerRole::Prefill)
     else {
         return failed(
             target,
+            &[],
             vec!["the graph has no ready prefill worker pod".into()],
-        );
+        )
+        .await;
     };
     let before = match prefill_served(prefill).await {
         Ok(v) => v,
-        Err(e) => return failed(target, vec![e]),
+        Err(e) => return failed(target, &routes, vec![e]).await,
     };
     const REQUESTS: u32 = 3;
     let mut exchanges = Vec::new();
@@ -273,7 +317,7 @@ async fn disaggregation(target: &Target) -> Outcome {
     let mut checks = probe::judge_exchanges(&exchanges, &target.model, target.profile);
     let after = match prefill_served(prefill).await {
         Ok(v) => v,
-        Err(e) => return failed(target, vec![e]),
+        Err(e) => return failed(target, &routes, vec![e]).await,
     };
     checks.expect(
         Rule::DisaggPrefillServed,
@@ -284,7 +328,7 @@ async fn disaggregation(target: &Target) -> Outcome {
         ),
         || format!("{before} before, {after} after"),
     );
-    verdict(target, checks)
+    verdict(target, &routes, checks).await
 }
 
 /// Runs one case to its outcome, acquiring the target first.
