@@ -230,6 +230,31 @@ impl Shared {
     }
 }
 
+/// Marks every Dynamo pod not ready, with `why` as its process status.
+pub async fn mark_all_unready(client: &Client, why: &str) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let Ok(list) = pods
+        .list(&kube::api::ListParams::default().labels(TYPE_LABEL))
+        .await
+    else {
+        return;
+    };
+    let patch = serde_json::json!({ "metadata": { "annotations": {
+        pod::READY_ANNOTATION: "false",
+        pod::STATUS_ANNOTATION: why,
+    } } });
+    for p in list.items {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
+        let _ = api
+            .patch(
+                &p.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await;
+    }
+}
+
 /// Whether kwok has started the pod (it has an IP) and it is not going away.
 fn runnable(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
@@ -281,9 +306,9 @@ pub async fn run(client: Client, cache_dir: PathBuf, dir: PathBuf) {
                 keep
             });
             for (uid, pod) in wanted {
-                if !running.contains_key(&uid) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(uid) {
                     let (tx, rx) = watch::channel(false);
-                    running.insert(uid, tx);
+                    slot.insert(tx);
                     tokio::spawn(pod::serve(shared.clone(), (*pod).clone(), rx));
                 }
             }

@@ -245,14 +245,13 @@ fn probe_target(
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '|')
         .collect();
-    let status = script
-        .split(".status ==")
-        .nth(1)
-        .and_then(|s| {
-            s.split('"')
-                .find(|part| !part.trim().is_empty() && !part.contains('\\'))
-        })
-        .map(|s| s.trim().to_string());
+    let status = script.split(".status ==").nth(1).and_then(|s| {
+        s.replace('\\', "")
+            .split(['"', '\''])
+            .map(str::trim)
+            .find(|part| !part.is_empty())
+            .map(str::to_string)
+    });
     Some((
         port,
         if path.is_empty() { "/".into() } else { path },

@@ -190,6 +190,8 @@ pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
         let (client, _) = super::existing::connect(kubeconfig, None)
             .await
             .map_err(|e| AgentError::Cluster(e.to_string()))?;
+        // Processes of an earlier agent are gone: no pod may look Ready until its new one passes.
+        crate::bridge::mark_all_unready(&client, "the bridge restarted; its process starts again").await;
         let state = AgentState {
             pid: std::process::id(),
             kubeconfig_sha256: digest(kubeconfig),

@@ -149,6 +149,41 @@ async fn replace(
     }
 }
 
+/// Waits until every pod of the graph's components is Ready.
+async fn pods_ready(client: &Client, ns: &str, config: &Config) -> Result<(), K8sError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(crate::operator::component::TYPE_LABEL))
+        .await
+        .map_err(|e| K8sError::api(format!("list the pods of {GRAPH}"), e))?;
+    for pod in listed.items.iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.labels()
+                .get(SELECTOR_LABEL)
+                .is_some_and(|s| s.starts_with(&format!("{GRAPH}-")))
+    }) {
+        let name = pod.name_any();
+        wait::until(
+            client,
+            wait::Wait {
+                api: pods.clone(),
+                name: &name,
+                namespace: Some(ns),
+                condition: "Ready",
+                timeout: config.ready_timeout,
+            },
+            |p: Option<&Pod>| {
+                p.and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            },
+            |p: Option<&Pod>| p.map(pod_summary).unwrap_or_else(|| "gone".into()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Applies the graph (unless someone else's graph of that name is there) and waits until it is ready.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Graph);
@@ -212,7 +247,13 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     )
     .await;
     match waited {
-        Ok(_) => Ok(notes),
+        Ok(_) => {
+            // The graph's status trails its pods: the pods themselves must be Ready too.
+            pods_ready(&cluster.client, ns, config)
+                .await
+                .map_err(&fail)?;
+            Ok(notes)
+        }
         Err(K8sError::Timeout {
             what,
             condition,

@@ -1,6 +1,7 @@
 //! The ordered conformance cases, as libtest-mimic trials shared by `cargo nextest` and `run`.
 
 pub mod cluster;
+pub mod graph;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -152,7 +153,7 @@ fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
         return Err("provider 'kind' is not available yet".into());
     }
     let runtime = runtime()?;
-    let graph = runtime.block_on(cluster::graph_target(config, supervisor_exe))?;
+    let graph = runtime.block_on(graph::graph_target(config, supervisor_exe))?;
     let endpoint = |url: &str| Endpoint::new(url, config.api_timeouts).map_err(|e| e.to_string());
     let frontend = endpoint(&graph.frontend.url())?;
     let mut workers = Vec::new();

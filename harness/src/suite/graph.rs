@@ -1,0 +1,339 @@
+//! The graph tier's cases: the guide's DynamoGraphDeployment ready, its pods, Service and logs, and the port-forwards the API cases use.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::Api;
+
+use super::cluster::{ensure, session};
+use crate::cluster::Cluster;
+use crate::config::{Config, ProviderKind};
+use crate::stages::{Stage, graph};
+
+/// What was real and what was simulated behind the graph, one line.
+pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
+    match cluster.provider {
+        ProviderKind::Local => format!(
+            "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and worker processes, \
+             one per pod, started by the bridge from each pod's own command and environment and reached through kube-rs \
+             port-forwards via the API server and kwok; Dynamo 0.4.x's etcd and NATS as local processes from Debian; \
+             stand-in: the Dynamo operator (the project's controller following 0.4.1's rules: its Go module is refused by this machine's proxy); \
+             simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
+            cluster.version, config.dynamo_version
+        ),
+        _ => format!(
+            "real: the cluster's own Kubernetes {}, operator, pods and engine, reached through kube-rs port-forwards; simulated: nothing",
+            cluster.version
+        ),
+    }
+}
+
+pub(super) async fn graph_ready(cluster: &Cluster, config: &Config) -> Vec<String> {
+    let ns = &config.namespace;
+    let api: Api<crate::k8s::kinds::DynamoGraphDeployment> =
+        Api::namespaced(cluster.client.clone(), ns);
+    match api.get_opt(graph::GRAPH).await {
+        Err(e) => vec![format!(
+            "cannot read DynamoGraphDeployment {ns}/{}: {e}",
+            graph::GRAPH
+        )],
+        Ok(None) => vec![format!(
+            "DynamoGraphDeployment {ns}/{} does not exist",
+            graph::GRAPH
+        )],
+        Ok(Some(g)) if graph::is_ready(Some(&g)) => Vec::new(),
+        Ok(Some(g)) => {
+            let mut problems = vec![format!(
+                "DynamoGraphDeployment {ns}/{} is not ready: {}",
+                graph::GRAPH,
+                graph::describe(Some(&g))
+            )];
+            problems.extend(graph::pending_components(&cluster.client, ns, graph::GRAPH).await);
+            problems
+        }
+    }
+}
+
+/// The ready pods of one component deployment.
+async fn component_pods_of(
+    cluster: &Cluster,
+    ns: &str,
+    component: &str,
+) -> Result<Vec<Pod>, String> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let selector = format!("{}={component}", crate::operator::component::SELECTOR_LABEL);
+    pods.list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect()
+        })
+        .map_err(|e| format!("cannot list the pods of {component}: {e}"))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub(super) async fn component_pods(
+    cluster: &Cluster,
+    config: &Config,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let ns = &config.namespace;
+    let manifest = match graph::manifest(config) {
+        Ok(m) => m,
+        Err(e) => return vec![e.to_string()],
+    };
+    let Some(services) = manifest["spec"]["services"].as_object() else {
+        return vec!["the graph fixture has no services".into()];
+    };
+    let mut problems = Vec::new();
+    let mut images = Vec::new();
+    for (service, spec) in services {
+        let component = crate::operator::graph::component_name(graph::GRAPH, service);
+        let pods = match component_pods_of(cluster, ns, &component).await {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let want = spec["replicas"].as_i64().unwrap_or(1) as usize;
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        if ready < want {
+            let seen: Vec<String> = pods.iter().map(graph::pod_summary).collect();
+            problems.push(format!(
+                "{service}: {ready}/{want} pods Ready: {}",
+                if seen.is_empty() {
+                    "no pods".into()
+                } else {
+                    seen.join("; ")
+                }
+            ));
+        }
+        for pod in &pods {
+            let pod_spec = pod.spec.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let main = pod_spec.containers.first();
+            if let Some(gpu) = spec["resources"]["limits"]["gpu"].as_str() {
+                let requested = main
+                    .and_then(|c| c.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref().or(r.limits.as_ref()))
+                    .and_then(|r| r.get("nvidia.com/gpu"))
+                    .map(|q| q.0.clone());
+                if requested.as_deref() != Some(gpu) {
+                    problems.push(format!("{service} pod {name}: nvidia.com/gpu request {requested:?}, the graph asks for {gpu}"));
+                }
+            }
+            if let Some(class) = spec["extraPodSpec"]["runtimeClassName"].as_str()
+                && pod_spec.runtime_class_name.as_deref() != Some(class)
+            {
+                problems.push(format!(
+                    "{service} pod {name}: runtimeClassName {:?}, the graph asks for {class}",
+                    pod_spec.runtime_class_name
+                ));
+            }
+            if let Some(image) = main.and_then(|c| c.image.clone()) {
+                images.push((service.clone(), image));
+            }
+        }
+    }
+    let mut tags: Vec<&str> = images
+        .iter()
+        .map(|(_, i)| i.rsplit_once(':').map_or("", |(_, t)| t))
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    if tags.len() > 1 {
+        let listed: Vec<String> = images.iter().map(|(s, i)| format!("{s} {i}")).collect();
+        notes.push(format!(
+            "image tags differ between components (as in the guide): {}",
+            listed.join(", ")
+        ));
+    }
+    problems
+}
+
+const FRONTEND_SERVICE: &str = "vllm-v1-disagg-router-frontend";
+
+/// The ready pod the frontend Service resolves to, from its EndpointSlices.
+pub(super) async fn frontend_service(cluster: &Cluster, config: &Config) -> Result<String, String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let ns = &config.namespace;
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
+    let service = services
+        .get_opt(FRONTEND_SERVICE)
+        .await
+        .map_err(|e| format!("cannot read service {ns}/{FRONTEND_SERVICE}: {e}"))?
+        .ok_or_else(|| format!("service {ns}/{FRONTEND_SERVICE} does not exist"))?;
+    let ports: Vec<i32> = service
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    if !ports.contains(&8000) {
+        return Err(format!(
+            "service {ns}/{FRONTEND_SERVICE} listens on {ports:?}, not 8000"
+        ));
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), ns);
+    let selector = format!("kubernetes.io/service-name={FRONTEND_SERVICE}");
+    let list = slices
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("cannot list the EndpointSlices of {FRONTEND_SERVICE}: {e}"))?;
+    let endpoints: Vec<_> = list.items.iter().flat_map(|s| s.endpoints.iter()).collect();
+    endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .find_map(|e| {
+            e.target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+                .and_then(|t| t.name.clone())
+        })
+        .ok_or_else(|| {
+            let seen: Vec<String> = endpoints
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{:?} ready={:?}",
+                        e.target_ref.as_ref().and_then(|t| t.name.clone()),
+                        e.conditions.as_ref().and_then(|c| c.ready)
+                    )
+                })
+                .collect();
+            format!(
+                "service {ns}/{FRONTEND_SERVICE} resolves to no ready pod (endpoints: {})",
+                if seen.is_empty() {
+                    "none".into()
+                } else {
+                    seen.join(", ")
+                }
+            )
+        })
+}
+
+pub(super) async fn pod_logs(cluster: &Cluster, config: &Config) -> Vec<String> {
+    let ns = &config.namespace;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let selector = crate::operator::component::TYPE_LABEL.to_string();
+    let list = match pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => return vec![format!("cannot list the graph's pods: {e}")],
+    };
+    if list.is_empty() {
+        return vec!["the graph has no pods".into()];
+    }
+    let mut problems = Vec::new();
+    for pod in list.iter().filter(|p| pod_ready(p)) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let params = kube::api::LogParams {
+            tail_lines: Some(20),
+            ..Default::default()
+        };
+        match pods.logs(&name, &params).await {
+            Ok(text) if !text.trim().is_empty() => {}
+            Ok(_) => problems.push(format!("pod {ns}/{name}: its log is empty")),
+            Err(e) => problems.push(format!(
+                "pod {ns}/{name}: logs through the API server failed: {e}"
+            )),
+        }
+    }
+    problems
+}
+
+/// The graph as the API cases reach it: port-forwards to the pod the frontend Service resolves to
+/// and to each worker's system port.
+pub struct GraphTarget {
+    /// The frontend's port 8000.
+    pub frontend: crate::k8s::forward::PortForward,
+    /// Each ready worker's system port.
+    pub workers: Vec<(crate::dynamo::WorkerRole, crate::k8s::forward::PortForward)>,
+    /// What is real and what is simulated.
+    pub provenance: String,
+    /// How to read the pods' logs.
+    pub logs: String,
+    /// The graph's pods, to describe them when a case fails.
+    pub pods: Api<Pod>,
+}
+
+/// Brings the graph up (with every stage before it) and opens the port-forwards.
+pub async fn graph_target(config: &Config, exe: &Path) -> Result<GraphTarget, String> {
+    use crate::k8s::forward::PortForward;
+    let session = session(config, exe)
+        .await
+        .map_err(|e| format!("cluster unavailable: {e}"))?;
+    ensure(session, Stage::Graph, config).await?;
+    let cluster = &session.cluster;
+    let ns = &config.namespace;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let frontend_pod = frontend_service(cluster, config).await?;
+    let frontend = PortForward::open(pods.clone(), ns, &frontend_pod, 8000)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut workers = Vec::new();
+    let selector = format!("{}=worker", crate::operator::component::TYPE_LABEL);
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("cannot list the worker pods: {e}"))?;
+    for pod in listed
+        .items
+        .iter()
+        .filter(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+    {
+        let Some(main) = pod.spec.as_ref().and_then(|s| s.containers.first()) else {
+            continue;
+        };
+        let words = crate::bridge::translate::command_words(main);
+        let role = if words.iter().any(|w| w == "--is-prefill-worker") {
+            crate::dynamo::WorkerRole::Prefill
+        } else {
+            crate::dynamo::WorkerRole::Decode
+        };
+        if workers.iter().any(|(r, _)| *r == role) {
+            continue;
+        }
+        let port = main
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("system"))
+            .map_or(crate::operator::component::SYSTEM_PORT, |p| {
+                p.container_port
+            });
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let forward = PortForward::open(pods.clone(), ns, &name, port as u16)
+            .await
+            .map_err(|e| e.to_string())?;
+        workers.push((role, forward));
+    }
+    let mut logs = format!("kubectl -n {ns} logs <pod>");
+    if cluster.provider == ProviderKind::Local {
+        logs.push_str(&format!(
+            " (served by kwok from {})",
+            crate::cluster::agent::dir(&config.cache_dir)
+                .join("pods")
+                .display()
+        ));
+    }
+    Ok(GraphTarget {
+        frontend,
+        workers,
+        provenance: graph_provenance(cluster, config),
+        logs,
+        pods,
+    })
+}
