@@ -129,35 +129,17 @@ impl Shared {
         let _ = std::fs::remove_dir_all(&data);
         let etcd_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let etcd_args = [
-            "--name",
+        let etcd_args = tools::etcd_args(
             "platform",
-            "--data-dir",
             &data.join("etcd").display().to_string(),
-            "--listen-client-urls",
             &etcd_url,
-            "--advertise-client-urls",
-            &etcd_url,
-            "--listen-peer-urls",
             &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("platform={peer_url}"),
-        ]
-        .map(String::from);
-        let nats_args = [
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
+        );
+        let nats_args = tools::nats_args(
             &nats.to_string(),
-            "-m",
             &monitor.to_string(),
-            "-sd",
             &data.join("nats").display().to_string(),
-        ]
-        .map(String::from);
+        );
         let mut children = Vec::new();
         for (program, args, log) in [
             (&programs[0], &etcd_args[..], "etcd.log"),

@@ -360,23 +360,12 @@ pub fn launch(
                 "DYN_FILE_KV",
                 context.discovery_dir.display().to_string(),
             );
-            for var in [
-                "DYN_TCP_RPC_HOST",
-                "DYN_TCP_RESPONSE_STREAM_HOST",
-                "DYN_EVENT_PLANE_HOST",
-            ] {
+            for var in crate::dynamo::deployment::LOOPBACK_HOSTS_1X {
                 env_set(&mut env, var, "127.0.0.1");
             }
-            [
-                "--discovery-backend",
-                "file",
-                "--request-plane",
-                "tcp",
-                "--event-plane",
-                "zmq",
-            ]
-            .map(String::from)
-            .to_vec()
+            crate::dynamo::deployment::PLANES_1X
+                .map(String::from)
+                .to_vec()
         }
     };
 

@@ -57,6 +57,24 @@ pub struct Plan {
     pub readiness: Readiness,
 }
 
+/// Dynamo 1.x's planes without etcd or NATS: file discovery, TCP requests, ZMQ events.
+pub const PLANES_1X: [&str; 6] = [
+    "--discovery-backend",
+    "file",
+    "--request-plane",
+    "tcp",
+    "--event-plane",
+    "zmq",
+];
+
+/// Where 1.x binds its planes and system server; without them, the machine's first address.
+pub const LOOPBACK_HOSTS_1X: [&str; 4] = [
+    "DYN_TCP_RPC_HOST",
+    "DYN_TCP_RESPONSE_STREAM_HOST",
+    "DYN_EVENT_PLANE_HOST",
+    "DYN_SYSTEM_HOST",
+];
+
 /// Ports handed out, lowest and highest: Dynamo reads `DYN_SYSTEM_PORT` as an i16,
 /// so a port above 32767 (most of Linux's ephemeral range) makes a worker exit.
 const PORT_RANGE: (u16, u16) = (20_000, 32_767);
@@ -147,23 +165,10 @@ pub fn plan(
     match version {
         DynamoVersion::V1_6_1 => {
             let kv = run_dir.join("discovery").display().to_string();
-            let planes = [
-                "--discovery-backend",
-                "file",
-                "--request-plane",
-                "tcp",
-                "--event-plane",
-                "zmq",
-            ];
+            let planes = PLANES_1X;
             let mut base_env = pairs(&common_env);
             base_env.push(("DYN_FILE_KV".into(), kv));
-            // Without these, 1.6.1 binds its request and event planes to the machine's first address.
-            base_env.extend(pairs(&[
-                ("DYN_TCP_RPC_HOST", "127.0.0.1"),
-                ("DYN_TCP_RESPONSE_STREAM_HOST", "127.0.0.1"),
-                ("DYN_EVENT_PLANE_HOST", "127.0.0.1"),
-                ("DYN_SYSTEM_HOST", "127.0.0.1"),
-            ]));
+            base_env.extend(LOOPBACK_HOSTS_1X.map(|k| (k.to_string(), "127.0.0.1".to_string())));
             let worker = |name: &'static str, mode: &str, port: &str| {
                 let extra = [&["--disaggregation-mode", mode][..], &planes[..]].concat();
                 mocker(
@@ -254,29 +259,14 @@ pub fn plan(
                     ProcessSpec {
                         name: "etcd",
                         program: etcd,
-                        args: strings(&[
-                            "--name",
-                            "conformance",
-                            "--data-dir",
-                            &etcd_data,
-                            "--listen-client-urls",
-                            &etcd_url,
-                            "--advertise-client-urls",
-                            &etcd_url,
-                            "--listen-peer-urls",
-                            &peer_url,
-                            "--initial-advertise-peer-urls",
-                            &peer_url,
-                            "--initial-cluster",
-                            &format!("conformance={peer_url}"),
-                        ]),
+                        args: tools::etcd_args("conformance", &etcd_data, &etcd_url, &peer_url),
                         env: Vec::new(),
                         start_after: None,
                     },
                     ProcessSpec {
                         name: "nats",
                         program: nats,
-                        args: strings(&["-js", "-a", "127.0.0.1", "-p", &nats_port, "-m", &nats_monitor, "-sd", &nats_data]),
+                        args: tools::nats_args(&nats_port, &nats_monitor, &nats_data),
                         env: Vec::new(),
                         start_after: None,
                     },

@@ -27,6 +27,45 @@ pub const NATS: SystemTool = SystemTool {
     package: "nats-server",
 };
 
+/// etcd as a one-member cluster named `name` on loopback URLs, its data in `data_dir`.
+pub fn etcd_args(name: &str, data_dir: &str, client_url: &str, peer_url: &str) -> Vec<String> {
+    [
+        "--name",
+        name,
+        "--data-dir",
+        data_dir,
+        "--listen-client-urls",
+        client_url,
+        "--advertise-client-urls",
+        client_url,
+        "--listen-peer-urls",
+        peer_url,
+        "--initial-advertise-peer-urls",
+        peer_url,
+        "--initial-cluster",
+        &format!("{name}={peer_url}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// NATS with JetStream on 127.0.0.1, its monitoring port beside it, its store in `store_dir`.
+pub fn nats_args(port: &str, monitor: &str, store_dir: &str) -> Vec<String> {
+    [
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-m",
+        monitor,
+        "-sd",
+        store_dir,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn locate(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)

@@ -302,14 +302,22 @@ async fn disaggregation(target: &Target) -> Outcome {
     };
     const REQUESTS: u32 = 3;
     let mut exchanges = Vec::new();
-    for _ in 0..REQUESTS {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    for i in 0..REQUESTS {
         let request = GenerationRequest::new(ApiKind::Completions, &target.model, 8);
-        let captured = probe::Captured::Http(
-            target
-                .frontend
-                .post_json(request.kind.path(), &request.body())
-                .await,
-        );
+        // A prompt no other case sent: a cached prefix on the decode worker would let the router
+        // skip the remote prefill.
+        let mut body = request.body();
+        body["prompt"] = format!(
+            "Request {i} of {run}: {}",
+            body["prompt"].as_str().unwrap_or_default()
+        )
+        .into();
+        let captured =
+            probe::Captured::Http(target.frontend.post_json(request.kind.path(), &body).await);
         exchanges.push(Exchange {
             expectation: Expectation::Generation(request),
             captured,
