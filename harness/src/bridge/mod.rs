@@ -252,8 +252,16 @@ fn runnable(pod: &Pod) -> bool {
             .is_some()
 }
 
-/// Runs the bridge until the watch ends. `dir` holds pod logs and the platform's data.
-pub async fn run(client: Client, cache_dir: PathBuf, dir: PathBuf) {
+/// Runs the bridge until `shutdown` turns true, then stops every process gracefully (SIGTERM, so
+/// that each deregisters) before returning. `dir` holds pod logs, discovery files and the platform's data.
+pub async fn run(
+    client: Client,
+    cache_dir: PathBuf,
+    dir: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // No process of an earlier bridge is alive: its 1.x file-discovery entries would be routed to.
+    let _ = std::fs::remove_dir_all(dir.join("discovery"));
     let shared = Arc::new(Shared {
         client: client.clone(),
         cache_dir,
@@ -270,8 +278,9 @@ pub async fn run(client: Client, cache_dir: PathBuf, dir: PathBuf) {
     .default_backoff()
     .touched_objects()
     .for_each(|_| async {});
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut running: HashMap<String, watch::Sender<bool>> = HashMap::new();
     let serving = async {
-        let mut running: HashMap<String, watch::Sender<bool>> = HashMap::new();
         loop {
             let _ = store.wait_until_ready().await;
             let wanted: HashMap<String, Arc<Pod>> = store
@@ -291,11 +300,23 @@ pub async fn run(client: Client, cache_dir: PathBuf, dir: PathBuf) {
                 if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(uid) {
                     let (tx, rx) = watch::channel(false);
                     slot.insert(tx);
-                    tokio::spawn(pod::serve(shared.clone(), (*pod).clone(), rx));
+                    tasks.spawn(pod::serve(shared.clone(), (*pod).clone(), rx));
                 }
             }
+            while tasks.try_join_next().is_some() {}
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
-    futures::join!(events, serving);
+    tokio::select! {
+        _ = events => {}
+        _ = serving => {}
+        _ = shutdown.changed() => {}
+    }
+    for stop in running.values() {
+        let _ = stop.send(true);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }

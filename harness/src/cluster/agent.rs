@@ -191,24 +191,45 @@ pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
             .await
             .map_err(|e| AgentError::Cluster(e.to_string()))?;
         // Processes of an earlier agent are gone: no pod may look Ready until its new one passes.
-        crate::bridge::mark_all_unready(&client, "the bridge restarted; its process starts again").await;
+        crate::bridge::mark_all_unready(&client, "the bridge restarted; its process starts again")
+            .await;
         let state = AgentState {
             pid: std::process::id(),
             kubeconfig_sha256: digest(kubeconfig),
-            program: std::env::current_exe().map(|e| program_id(&e)).unwrap_or_default(),
+            program: std::env::current_exe()
+                .map(|e| program_id(&e))
+                .unwrap_or_default(),
             dir: dir.clone(),
         };
         let path = state_path(cache_dir);
-        std::fs::write(&path, serde_json::to_string(&state).expect("plain data")).map_err(io(&path))?;
+        std::fs::write(&path, serde_json::to_string(&state).expect("plain data"))
+            .map_err(io(&path))?;
         eprintln!("agent: serving the local cluster (pid {})", state.pid);
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(io(&path))?;
         let mut int = signal(SignalKind::interrupt()).map_err(io(&path))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let bridge = crate::bridge::run(
+            client.clone(),
+            cache_dir.to_path_buf(),
+            dir.clone(),
+            stopped,
+        );
+        tokio::pin!(bridge);
+        let mut bridge_done = false;
         tokio::select! {
-            _ = crate::operator::run(client.clone()) => eprintln!("agent: the operator stand-in stopped"),
-            _ = crate::bridge::run(client, cache_dir.to_path_buf(), dir.clone()) => eprintln!("agent: the bridge stopped"),
+            _ = crate::operator::run(client) => eprintln!("agent: the operator stand-in stopped"),
+            _ = &mut bridge => {
+                bridge_done = true;
+                eprintln!("agent: the bridge stopped");
+            }
             _ = term.recv() => eprintln!("agent: stopping (SIGTERM)"),
             _ = int.recv() => eprintln!("agent: stopping (SIGINT)"),
+        }
+        // Stops every process with SIGTERM first (Dynamo deregisters), then returns.
+        let _ = stop.send(true);
+        if !bridge_done {
+            bridge.await;
         }
         let _ = std::fs::remove_file(&path);
         Ok(())
