@@ -275,7 +275,9 @@ fn the_case_list_is_static_and_ordered() {
     );
     let position = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(position("guide::crds::established") < position("guide::platform::operator_available"));
-    assert!(position("guide::secret::hf_token_secret") < position("guide::workers::decode_health"));
+    assert!(position("guide::secret::hf_token_secret") < position("guide::graph::ready"));
+    assert!(position("guide::graph::ready") < position("guide::api::frontend_health"));
+    assert!(position("guide::api::frontend_health") < position("guide::workers::decode_health"));
     assert!(
         names.contains(&"guide::api::completion_stream"),
         "{names:?}"

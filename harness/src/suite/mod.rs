@@ -45,17 +45,18 @@ pub struct Case {
 pub fn cases(config: &Config) -> Vec<Case> {
     let profile = config.dynamo_version.profile();
     let mut cases = cluster::cases(config);
-    for role in [WorkerRole::Decode, WorkerRole::Prefill] {
-        cases.push(Case {
-            name: format!("guide::workers::{}_health", role.as_str()),
-            check: CaseCheck::WorkerHealth(role),
-            skip: None,
-        });
-    }
+    // The guide's queries first, then what each worker's own system port says.
     for api in ApiProbe::ALL {
         cases.push(Case {
             name: format!("guide::api::{}", api.name()),
             check: CaseCheck::Api(api),
+            skip: None,
+        });
+    }
+    for role in [WorkerRole::Decode, WorkerRole::Prefill] {
+        cases.push(Case {
+            name: format!("guide::workers::{}_health", role.as_str()),
+            check: CaseCheck::WorkerHealth(role),
             skip: None,
         });
     }
