@@ -274,3 +274,81 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         Err(e) => Err(fail(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLayer;
+
+    fn config(version: &str, model: &str) -> Config {
+        Config::resolve(ConfigLayer {
+            dynamo_version: Some(version.into()),
+            model: Some(model.into()),
+            ..ConfigLayer::default()
+        })
+        .unwrap()
+    }
+
+    fn images(graph: &Value) -> Vec<(String, String)> {
+        graph["spec"]["services"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let image = v["extraPodSpec"]["mainContainer"]["image"]
+                    .as_str()
+                    .unwrap();
+                (k.clone(), image.rsplit_once(':').unwrap().1.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_guides_release_becomes_the_runs_and_its_skew_stays() {
+        let graph = manifest(&config("1.6.1", "Qwen/Qwen3-0.6B")).unwrap();
+        assert_eq!(
+            images(&graph),
+            [
+                ("Frontend".to_string(), "1.6.1".to_string()),
+                ("VllmDecodeWorker".to_string(), "1.6.1".to_string()),
+                ("VllmPrefillWorker".to_string(), "0.4.0".to_string()),
+            ]
+        );
+        assert_eq!(
+            graph["metadata"]["annotations"][crate::bridge::pod::VERSION_ANNOTATION],
+            "1.6.1"
+        );
+    }
+
+    #[test]
+    fn the_model_is_a_parameter() {
+        let graph = manifest(&config("0.4.1", "my/model")).unwrap();
+        let args =
+            graph["spec"]["services"]["VllmDecodeWorker"]["extraPodSpec"]["mainContainer"]["args"]
+                [0]
+            .as_str()
+            .unwrap();
+        assert!(args.contains("--model my/model"), "{args}");
+    }
+
+    #[test]
+    fn ready_needs_the_state_and_the_condition() {
+        let graph = |status: Value| -> DynamoGraphDeployment {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "g"}, "status": status}))
+                .unwrap()
+        };
+        let ready = graph(
+            serde_json::json!({"state": "successful", "conditions": [{"type": "Ready", "status": "True"}]}),
+        );
+        let pending = graph(
+            serde_json::json!({"state": "pending", "conditions": [{"type": "Ready", "status": "False", "reason": "some_resources_are_not_ready", "message": "1 resources not ready: [\"x\"]"}]}),
+        );
+        assert!(is_ready(Some(&ready)));
+        assert!(!is_ready(Some(&pending)));
+        assert!(!is_ready(None));
+        assert_eq!(
+            describe(Some(&pending)),
+            "state \"pending\", Ready=False (some_resources_are_not_ready: 1 resources not ready: [\"x\"])"
+        );
+    }
+}

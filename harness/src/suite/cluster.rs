@@ -201,7 +201,15 @@ pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
         ClusterCheck::ProvisionerAvailable => provisioner_available(cluster).await,
         ClusterCheck::DefaultStorageClass => default_storage_class(cluster).await,
         ClusterCheck::PvcBinds => pvc_binds(cluster, config).await,
-        ClusterCheck::SecretPresent => secret_present(cluster, config).await,
+        ClusterCheck::SecretPresent => {
+            notes.push(format!(
+                "note: the graph's envFromSecret turns the guide's key '{}' into an environment variable named '{}'; \
+                 Hugging Face's libraries read HF_TOKEN, so a gated model would not download with the guide's secret as written",
+                secret::KEY,
+                secret::KEY
+            ));
+            secret_present(cluster, config).await
+        }
         ClusterCheck::CrdsEstablished => crds_established(cluster).await,
         ClusterCheck::OperatorAvailable => operator_available(cluster, config).await,
         ClusterCheck::EtcdAndNatsRunning => etcd_and_nats_running(cluster, config).await,

@@ -269,6 +269,47 @@ pub struct GraphTarget {
     pub pods: Api<Pod>,
 }
 
+/// Sends one short completion and one short chat through the frontend's port-forward, each up to
+/// three times, before the cases judge it: 0.4.1 fails the first request after its workers register
+/// (500 "endpoint subscriber shutdown"). Says what the first attempts met, if they failed.
+async fn warm_up(frontend: &crate::k8s::forward::PortForward, config: &Config) -> Option<String> {
+    let Ok(endpoint) = crate::openai::Endpoint::new(&frontend.url(), config.api_timeouts) else {
+        return None;
+    };
+    let mut met = Vec::new();
+    for (path, body) in [
+        (
+            "/v1/completions",
+            serde_json::json!({"model": config.model, "prompt": "warm-up", "max_tokens": 1}),
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"model": config.model, "messages": [{"role": "user", "content": "warm-up"}], "max_tokens": 1}),
+        ),
+    ] {
+        for attempt in 1..=3 {
+            match endpoint.post_json(path, &body).await {
+                crate::openai::Answer::Answered(c) if c.status == 200 => break,
+                crate::openai::Answer::Answered(c) => met.push(format!(
+                    "{path} attempt {attempt}: {} {}",
+                    c.status,
+                    crate::openai::check::excerpt(&c.body, 100)
+                )),
+                crate::openai::Answer::Unanswered(reason) => {
+                    met.push(format!("{path} attempt {attempt}: {reason}"))
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    (!met.is_empty()).then(|| {
+        format!(
+            "warm-up requests before the cases failed first: {}",
+            met.join("; ")
+        )
+    })
+}
+
 /// Brings the graph up (with every stage before it) and opens the port-forwards.
 pub async fn graph_target(config: &Config, exe: &Path) -> Result<GraphTarget, String> {
     use crate::k8s::forward::PortForward;
@@ -320,6 +361,7 @@ pub async fn graph_target(config: &Config, exe: &Path) -> Result<GraphTarget, St
             .map_err(|e| e.to_string())?;
         workers.push((role, forward));
     }
+    let warm_up = warm_up(&frontend, config).await;
     let mut logs = format!("kubectl -n {ns} logs <pod>");
     if cluster.provider == ProviderKind::Local {
         logs.push_str(&format!(
@@ -329,10 +371,15 @@ pub async fn graph_target(config: &Config, exe: &Path) -> Result<GraphTarget, St
                 .display()
         ));
     }
+    let mut provenance = graph_provenance(cluster, config);
+    if let Some(note) = warm_up {
+        eprintln!("dynamo-conformance: {note}");
+        provenance.push_str(&format!("; {note}"));
+    }
     Ok(GraphTarget {
         frontend,
         workers,
-        provenance: graph_provenance(cluster, config),
+        provenance,
         logs,
         pods,
     })
