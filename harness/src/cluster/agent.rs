@@ -51,6 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
 
 /// What a running agent publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentState {
     /// Its pid.
     pub pid: u32,
@@ -62,6 +63,17 @@ pub struct AgentState {
     pub dir: PathBuf,
 }
 
+impl Default for AgentState {
+    fn default() -> Self {
+        AgentState {
+            pid: 0,
+            kubeconfig_sha256: String::new(),
+            program: String::new(),
+            dir: PathBuf::new(),
+        }
+    }
+}
+
 /// The agent's directory.
 pub fn dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("agent")
@@ -69,6 +81,21 @@ pub fn dir(cache_dir: &Path) -> PathBuf {
 
 fn state_path(cache_dir: &Path) -> PathBuf {
     dir(cache_dir).join("agent.json")
+}
+
+/// Held by the running agent for its whole life, with its pid inside: there is never a second one,
+/// whatever became of the state file.
+fn running_lock(cache_dir: &Path) -> PathBuf {
+    dir(cache_dir).join("running.lock")
+}
+
+/// The pid of the agent holding the running lock, if one holds it.
+fn holder(cache_dir: &Path) -> Option<u32> {
+    let path = running_lock(cache_dir);
+    match FileLock::try_exclusive(&path) {
+        Ok(Some(_free)) => None,
+        _ => std::fs::read_to_string(&path).ok()?.trim().parse().ok(),
+    }
 }
 
 fn digest(kubeconfig: &Path) -> String {
@@ -107,11 +134,17 @@ pub fn ensure(cache_dir: &Path, kubeconfig: &Path, exe: &Path) -> Result<AgentSt
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let _lock = FileLock::exclusive(&dir.join("agent.lock"), lock::SETUP_WAIT)?;
     let want = digest(kubeconfig);
-    if let Some(state) = status(cache_dir) {
-        if state.kubeconfig_sha256 == want && state.program == program_id(exe) {
-            return Ok(state);
-        }
-        stop_pid(state.pid)?;
+    if let Some(state) = status(cache_dir)
+        && state.kubeconfig_sha256 == want
+        && state.program == program_id(exe)
+    {
+        return Ok(state);
+    }
+    if let Some(pid) = status(cache_dir)
+        .map(|s| s.pid)
+        .or_else(|| holder(cache_dir))
+    {
+        stop_pid(pid)?;
     }
     let _ = std::fs::remove_file(state_path(cache_dir));
     let log = dir.join("agent.log");
@@ -155,7 +188,21 @@ pub fn ensure(cache_dir: &Path, kubeconfig: &Path, exe: &Path) -> Result<AgentSt
     }
 }
 
+/// Whether `pid` runs `dynamo-conformance local agent` (a recorded pid may have been reused).
+fn is_agent(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w == [b"local".as_slice(), b"agent".as_slice()])
+        })
+        .unwrap_or(false)
+}
+
 fn stop_pid(pid: u32) -> Result<(), AgentError> {
+    if !is_agent(pid) {
+        return Ok(());
+    }
     // SAFETY: signalling the agent its own state file names.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + STOP_WAIT;
@@ -170,10 +217,13 @@ fn stop_pid(pid: u32) -> Result<(), AgentError> {
 
 /// Stops the agent and its processes; whether one ran.
 pub fn stop(cache_dir: &Path) -> Result<bool, AgentError> {
-    let Some(state) = status(cache_dir) else {
+    let Some(pid) = status(cache_dir)
+        .map(|s| s.pid)
+        .or_else(|| holder(cache_dir))
+    else {
         return Ok(false);
     };
-    stop_pid(state.pid)?;
+    stop_pid(pid)?;
     let _ = std::fs::remove_file(state_path(cache_dir));
     Ok(true)
 }
@@ -181,6 +231,11 @@ pub fn stop(cache_dir: &Path) -> Result<bool, AgentError> {
 /// The agent's own entry point: runs the operator stand-in and the bridge until SIGTERM or SIGINT.
 pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
     let dir = dir(cache_dir);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    // An agent that is still stopping gets the time it needs; a second live one is refused.
+    let lock_path = running_lock(cache_dir);
+    let _running = FileLock::exclusive(&lock_path, STOP_WAIT)?;
+    std::fs::write(&lock_path, std::process::id().to_string()).map_err(io(&lock_path))?;
     // One thread: the bridge's processes are spawned from it and end with it (PR_SET_PDEATHSIG).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
