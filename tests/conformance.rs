@@ -1,8 +1,8 @@
 //! The conformance suite under `cargo nextest`: the guide's promises as ordered, named cases.
 //!
 //! Configuration comes from `DYNAMO_CONFORMANCE_*` variables and the file named by
-//! `DYNAMO_CONFORMANCE_CONFIG`. Listing is static; the first case that needs the local
-//! Dynamo graph starts it, and every other case (each in its own process) shares it.
+//! `DYNAMO_CONFORMANCE_CONFIG`. Listing is static; the first case that needs the cluster, a stage
+//! or the graph brings it up, and every other case (each in its own process) reuses it.
 
 use std::path::Path;
 
