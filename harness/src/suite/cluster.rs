@@ -359,19 +359,29 @@ async fn crds_established(cluster: &Cluster) -> Vec<String> {
     problems
 }
 
+/// The named object, or one line saying why it cannot be had.
+pub(super) async fn read_named<K>(
+    api: &Api<K>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> Result<K, String>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Err(e) => Err(format!("cannot read {kind} {ns}/{name}: {e}")),
+        Ok(None) => Err(format!("{kind} {ns}/{name} does not exist")),
+        Ok(Some(object)) => Ok(object),
+    }
+}
+
 async fn operator_available(cluster: &Cluster, config: &Config) -> Vec<String> {
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &config.namespace);
     let ns = &config.namespace;
-    match api.get_opt(platform::OPERATOR).await {
-        Err(e) => vec![format!(
-            "cannot read deployment {ns}/{}: {e}",
-            platform::OPERATOR
-        )],
-        Ok(None) => vec![format!(
-            "deployment {ns}/{} does not exist",
-            platform::OPERATOR
-        )],
-        Ok(Some(d)) => {
+    match read_named(&api, "deployment", ns, platform::OPERATOR).await {
+        Err(problem) => vec![problem],
+        Ok(d) => {
             let mut problems = Vec::new();
             if !storage::deployment_available(Some(&d)) {
                 problems.push(format!(

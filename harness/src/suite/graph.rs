@@ -32,17 +32,10 @@ pub(super) async fn graph_ready(cluster: &Cluster, config: &Config) -> Vec<Strin
     let ns = &config.namespace;
     let api: Api<crate::k8s::kinds::DynamoGraphDeployment> =
         Api::namespaced(cluster.client.clone(), ns);
-    match api.get_opt(graph::GRAPH).await {
-        Err(e) => vec![format!(
-            "cannot read DynamoGraphDeployment {ns}/{}: {e}",
-            graph::GRAPH
-        )],
-        Ok(None) => vec![format!(
-            "DynamoGraphDeployment {ns}/{} does not exist",
-            graph::GRAPH
-        )],
-        Ok(Some(g)) if graph::is_ready(Some(&g)) => Vec::new(),
-        Ok(Some(g)) => {
+    match super::cluster::read_named(&api, "DynamoGraphDeployment", ns, graph::GRAPH).await {
+        Err(problem) => vec![problem],
+        Ok(g) if graph::is_ready(Some(&g)) => Vec::new(),
+        Ok(g) => {
             let mut problems = vec![format!(
                 "DynamoGraphDeployment {ns}/{} is not ready: {}",
                 graph::GRAPH,
