@@ -42,6 +42,19 @@ enum Command {
     /// Manage the local Kubernetes control plane (built from the Go module proxy, kwok nodes).
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Manage the kind cluster (real kubelets in Docker; GPUs real on a GPU runner, else simulated).
+    #[command(subcommand)]
+    Kind(KindCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KindCommand {
+    /// Build what the cluster needs (first time only), create it or reuse the running one, load the images.
+    Up(ConfigArgs),
+    /// Delete the kind cluster and stop a Docker engine the suite started.
+    Down(ConfigArgs),
+    /// Show the kind cluster.
+    Status(ConfigArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +118,12 @@ struct ConfigArgs {
     /// The version of the guide's Helm charts (default: the Dynamo version, 0.4.1).
     #[arg(long, value_name = "VERSION")]
     chart_version: Option<String>,
+    /// Provider kind: the host's GPUs (`real`), simulated ones (`simulated`), or `auto`.
+    #[arg(long, value_name = "MODE")]
+    gpus: Option<String>,
+    /// Provider kind, real GPUs: the NVIDIA GPU operator chart version.
+    #[arg(long, value_name = "VERSION")]
+    gpu_operator_version: Option<String>,
 }
 
 impl ConfigArgs {
@@ -121,6 +140,8 @@ impl ConfigArgs {
             hf_token_file: self.hf_token_file.clone(),
             provisioner_manifest: self.provisioner_manifest.clone(),
             chart_version: self.chart_version.clone(),
+            gpus: self.gpus.clone(),
+            gpu_operator_version: self.gpu_operator_version.clone(),
             ..ConfigLayer::default()
         };
         Config::load(flags, self.config.as_deref()).map_err(|e| e.to_string())
@@ -213,6 +234,7 @@ fn main() -> ExitCode {
         Command::Api(args) => api(args),
         Command::Dynamo(command) => dynamo_command(command),
         Command::Local(command) => local_command(command),
+        Command::Kind(command) => kind_command(command),
     }
 }
 
@@ -504,6 +526,78 @@ fn local_command(command: LocalCommand) -> ExitCode {
         },
         LocalCommand::Agent(_) => unreachable!("handled above"),
     }
+}
+
+fn kind_command(command: KindCommand) -> ExitCode {
+    use harness::cluster::kind;
+    let (KindCommand::Up(args) | KindCommand::Down(args) | KindCommand::Status(args)) = &command;
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    let exe = match this_program() {
+        Ok(exe) => exe,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(exit::ENVIRONMENT, format!("cannot start a runtime: {e}")),
+    };
+    let print = |cluster: &kind::KindCluster| {
+        println!(
+            "kind cluster {} ({} GPUs, node image {})",
+            cluster.name,
+            cluster.gpus.as_str(),
+            cluster.node_image
+        );
+        println!("kubeconfig {}", cluster.kubeconfig.display());
+    };
+    runtime.block_on(async {
+        match command {
+            KindCommand::Up(_) => {
+                let up = async {
+                    let cluster = kind::up(&config).await?;
+                    kind::load_images(&cluster, &config, &exe).await?;
+                    Ok::<_, kind::KindError>(cluster)
+                };
+                match up.await {
+                    Ok(cluster) => {
+                        print(&cluster);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(exit::ENVIRONMENT, e),
+                }
+            }
+            KindCommand::Down(_) => match kind::down(&config).await {
+                Ok(done) if done.is_empty() => {
+                    println!("no kind cluster of the suite's is running");
+                    ExitCode::SUCCESS
+                }
+                Ok(done) => {
+                    for line in done {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(exit::ENVIRONMENT, e),
+            },
+            KindCommand::Status(_) => match kind::status(&config).await {
+                Ok(Some(cluster)) => {
+                    print(&cluster);
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    println!("no kind cluster of the suite's is running");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(exit::ENVIRONMENT, e),
+            },
+        }
+    })
 }
 
 fn print_state(state: &dynamo::DeploymentState) {

@@ -57,6 +57,48 @@ impl ProviderKind {
     }
 }
 
+/// Whether the kind provider uses the machine's GPUs or simulates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuMode {
+    /// Real GPUs when `nvidia-smi -L` lists any, else simulated.
+    Auto,
+    /// The GPU runner path: the host's GPUs, the published kind node image, the GPU operator.
+    Real,
+    /// The path of a machine without GPU or registry: everything built here, GPUs simulated.
+    Simulated,
+}
+
+impl FromStr for GpuMode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(GpuMode::Auto),
+            "real" => Ok(GpuMode::Real),
+            "simulated" => Ok(GpuMode::Simulated),
+            other => Err(ConfigError::Invalid {
+                key: "gpus",
+                value: other.to_string(),
+                expected: "one of: auto, real, simulated",
+            }),
+        }
+    }
+}
+
+impl GpuMode {
+    /// The name used in flags and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuMode::Auto => "auto",
+            GpuMode::Real => "real",
+            GpuMode::Simulated => "simulated",
+        }
+    }
+}
+
+/// The NVIDIA GPU operator chart the kind provider's GPU path installs, unless configured.
+pub const GPU_OPERATOR_VERSION: &str = "v25.3.4";
+
 /// One source of settings; unset fields fall through to the next source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -91,6 +133,10 @@ pub struct ConfigLayer {
     pub provisioner_manifest: Option<PathBuf>,
     /// The version of the NGC charts (default: the Dynamo version).
     pub chart_version: Option<String>,
+    /// Provider `kind`: `auto`, `real` or `simulated` GPUs.
+    pub gpus: Option<String>,
+    /// Provider `kind`, real GPUs: the NVIDIA GPU operator chart version.
+    pub gpu_operator_version: Option<String>,
 }
 
 impl ConfigLayer {
@@ -128,6 +174,8 @@ impl ConfigLayer {
             hf_token_file: lookup("HF_TOKEN_FILE").map(PathBuf::from),
             provisioner_manifest: lookup("PROVISIONER_MANIFEST").map(PathBuf::from),
             chart_version: lookup("CHART_VERSION"),
+            gpus: lookup("GPUS"),
+            gpu_operator_version: lookup("GPU_OPERATOR_VERSION"),
         })
     }
 
@@ -171,6 +219,8 @@ impl ConfigLayer {
             hf_token_file: self.hf_token_file.or(lower.hf_token_file),
             provisioner_manifest: self.provisioner_manifest.or(lower.provisioner_manifest),
             chart_version: self.chart_version.or(lower.chart_version),
+            gpus: self.gpus.or(lower.gpus),
+            gpu_operator_version: self.gpu_operator_version.or(lower.gpu_operator_version),
         }
     }
 }
@@ -204,6 +254,10 @@ pub struct Config {
     pub provisioner_manifest: Option<PathBuf>,
     /// The NGC chart version, if not the Dynamo version.
     pub chart_version: Option<String>,
+    /// Provider `kind`: real or simulated GPUs.
+    pub gpus: GpuMode,
+    /// Provider `kind`, real GPUs: the NVIDIA GPU operator chart version.
+    pub gpu_operator_version: String,
 }
 
 impl Config {
@@ -286,6 +340,10 @@ impl Config {
             hf_token_file: layer.hf_token_file,
             provisioner_manifest: layer.provisioner_manifest,
             chart_version: layer.chart_version,
+            gpus: layer.gpus.as_deref().unwrap_or("auto").parse()?,
+            gpu_operator_version: layer
+                .gpu_operator_version
+                .unwrap_or_else(|| GPU_OPERATOR_VERSION.to_string()),
         })
     }
 }

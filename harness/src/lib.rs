@@ -7,10 +7,15 @@
 
 pub mod bridge;
 pub mod cluster;
+pub mod command;
 pub mod config;
+pub mod debian;
+pub mod docker;
 pub mod dynamo;
 #[cfg(feature = "fault-server")]
 pub mod fault_server;
+pub mod gobuild;
+pub mod images;
 pub mod k8s;
 pub mod metrics;
 pub mod openai;

@@ -104,6 +104,30 @@ pub struct Profile {
     /// Whether the release's mocker can run a real prefill/decode pair whose
     /// prefill worker reports the requests it served.
     pub disaggregation_observable: bool,
+    /// The mocker's arguments for the guide's decode worker (`python3 -m dynamo.vllm`) and its
+    /// prefill worker (`--is-prefill-worker`); `{namespace}` stands for the pod's `DYN_NAMESPACE`.
+    /// 0.4.x's mocker is aggregated only and serves a named endpoint; 1.x's takes a
+    /// disaggregation mode (seen here running each release's `dynamo.mocker --help`).
+    pub mocker_roles: MockerRoles,
+}
+
+/// The mocker's arguments, per worker role.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MockerRoles {
+    /// For the decode worker.
+    pub decode: &'static [&'static str],
+    /// For the prefill worker.
+    pub prefill: &'static [&'static str],
+}
+
+impl MockerRoles {
+    /// The arguments of one role, `{namespace}` replaced.
+    pub fn args(&self, prefill: bool, namespace: &str) -> Vec<String> {
+        let role = if prefill { self.prefill } else { self.decode };
+        role.iter()
+            .map(|a| a.replace("{namespace}", namespace))
+            .collect()
+    }
 }
 
 impl Profile {
@@ -119,6 +143,10 @@ impl Profile {
         operator_containers: &["kube-rbac-proxy", "manager"],
         platform_etcd: true,
         disaggregation_observable: false,
+        mocker_roles: MockerRoles {
+            decode: &["--endpoint", "dyn://{namespace}.backend.generate"],
+            prefill: &["--endpoint", "dyn://{namespace}.prefill.generate"],
+        },
     };
 
     /// Dynamo 1.x.
@@ -133,6 +161,10 @@ impl Profile {
         operator_containers: &["manager"],
         platform_etcd: false,
         disaggregation_observable: true,
+        mocker_roles: MockerRoles {
+            decode: &["--disaggregation-mode", "decode"],
+            prefill: &["--disaggregation-mode", "prefill"],
+        },
     };
 
     /// Every concrete profile, oldest first.

@@ -410,19 +410,13 @@ pub fn launch(
             .map(String::from)
             .to_vec();
             let role = if prefill { Role::Prefill } else { Role::Decode };
-            match context.version {
-                DynamoVersion::V0_4_1 => {
-                    let component = if prefill { "prefill" } else { "backend" };
-                    args.extend([
-                        "--endpoint".into(),
-                        format!("dyn://{dynamo_namespace}.{component}.generate"),
-                    ]);
-                }
-                DynamoVersion::V1_6_1 => {
-                    let mode = if prefill { "prefill" } else { "decode" };
-                    args.extend(["--disaggregation-mode".into(), mode.into()]);
-                }
-            }
+            args.extend(
+                context
+                    .version
+                    .profile()
+                    .mocker_roles
+                    .args(prefill, &dynamo_namespace),
+            );
             (role, args)
         }
         other => {

@@ -1,13 +1,14 @@
 //! The local provider: a real Kubernetes control plane built from the Go module proxy, with kwok nodes.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::command::{self, Bounds, CommandError, minutes};
 use crate::dynamo::DynamoError;
 use crate::dynamo::install::digest;
 use crate::dynamo::lock::{FileLock, SETUP_WAIT};
+use crate::gobuild::{find_go, go_command};
 
 /// The Kubernetes release the control plane is built from.
 pub const KUBERNETES_VERSION: &str = "v1.34.4";
@@ -62,22 +63,12 @@ pub enum LocalError {
         /// The error.
         source: std::io::Error,
     },
-    /// A program the provider needs is not installed.
-    #[error("{what} not found; {hint}")]
-    Missing {
-        /// What is missing.
-        what: String,
-        /// How to install it.
-        hint: String,
-    },
+    /// Go is missing, or a build failed.
+    #[error(transparent)]
+    Go(#[from] crate::gobuild::GoError),
     /// A build or kwokctl command failed.
-    #[error("could not {what}: {detail}")]
-    Command {
-        /// What was attempted.
-        what: String,
-        /// Its exit status and last output lines.
-        detail: String,
-    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// The cluster did not become ready in time.
     #[error(
         "the local cluster did not become ready within {waited:?}; last seen: {detail} (logs in {logs})"
@@ -167,7 +158,7 @@ impl Binaries {
 }
 
 /// The `-ldflags` upstream's build sets (hack/lib/version.sh), on both version packages.
-fn kubernetes_ldflags() -> String {
+pub fn kubernetes_ldflags() -> String {
     let (major, minor) = major_minor(KUBERNETES_VERSION);
     let mut flags = String::from("all=-s -w");
     for package in [
@@ -201,7 +192,7 @@ fn etcd_ldflags() -> String {
 }
 
 /// Names the build: the versions plus a digest of everything that shapes it.
-fn version_key() -> String {
+pub fn version_key() -> String {
     let sources = [
         K8S_GO_MOD,
         K8S_GO_SUM,
@@ -248,19 +239,6 @@ fn built(cache_dir: &Path) -> Option<Binaries> {
         .then(|| Binaries::in_dir(&dir.join("bin")))
 }
 
-/// The Go toolchain: `go` on `PATH`, else the official tarball's place.
-fn find_go() -> Result<PathBuf, LocalError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("go"))
-        .chain([PathBuf::from("/usr/local/go/bin/go")])
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| LocalError::Missing {
-            what: "Go (the `go` command, needed once to build Kubernetes)".into(),
-            hint: "install Go 1.26 or newer (an older go fetches 1.26 itself) from https://go.dev/dl/ into /usr/local/go, or put `go` on PATH".into(),
-        })
-}
-
 /// Builds every binary once per machine, cached under `cache_dir/k8s/<version-key>/bin`.
 /// Safe to call from several processes at once: the first builds, the others wait.
 pub fn build(cache_dir: &Path) -> Result<Binaries, LocalError> {
@@ -273,7 +251,7 @@ pub fn build(cache_dir: &Path) -> Result<Binaries, LocalError> {
     if let Some(binaries) = built(cache_dir) {
         return Ok(binaries);
     }
-    let go = find_go()?;
+    let go = find_go("Kubernetes")?;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| LocalError::io(&bin, e))?;
     eprintln!(
@@ -334,23 +312,23 @@ pub fn build(cache_dir: &Path) -> Result<Binaries, LocalError> {
             std::fs::write(&path, text).map_err(|e| LocalError::io(&path, e))?;
         }
         // Fetches the modules the first time; then everything is in GOMODCACHE.
-        run(
+        command::run(
             go_command(&go, &work).args(["mod", "tidy"]),
             &format!(
                 "resolve the {name} modules (go mod tidy in {})",
                 work.display()
             ),
-            None,
+            Bounds::long(),
         )?;
         // One `go build` per module, so shared packages compile once.
-        run(
+        command::run(
             go_command(&go, &work)
                 .args(["build", "-trimpath"])
                 .arg(format!("-ldflags={}", module.ldflags))
                 .arg(format!("-o={}", module.output))
                 .args(module.packages),
             &format!("build {name} (go build in {})", work.display()),
-            None,
+            Bounds::long(),
         )?;
         eprintln!(
             "dynamo-conformance: built {name} in {}",
@@ -359,10 +337,11 @@ pub fn build(cache_dir: &Path) -> Result<Binaries, LocalError> {
     }
     let binaries = Binaries::in_dir(&bin);
     if let Some(missing) = binaries.all().into_iter().find(|p| !p.is_file()) {
-        return Err(LocalError::Command {
+        return Err(CommandError {
             what: "build the local cluster's binaries".into(),
             detail: format!("{} is missing after the build", missing.display()),
-        });
+        }
+        .into());
     }
     let marker = marker(&dir);
     std::fs::write(&marker, version_key()).map_err(|e| LocalError::io(&marker, e))?;
@@ -382,91 +361,6 @@ struct GoModule {
     /// A file, or a directory with a trailing `/`.
     output: String,
     packages: &'static [&'static str],
-}
-
-/// A `go` command in `dir`, with the default caches and static, reproducible output.
-fn go_command(go: &Path, dir: &Path) -> Command {
-    let mut command = Command::new(go);
-    command
-        .current_dir(dir)
-        .env("CGO_ENABLED", "0")
-        .env("GOWORK", "off")
-        .env("GOFLAGS", "-buildvcs=false");
-    command
-}
-
-/// `4m 05s`.
-fn minutes(elapsed: Duration) -> String {
-    let secs = elapsed.as_secs();
-    format!("{}m {:02}s", secs / 60, secs % 60)
-}
-
-/// Runs `command` (killed after `timeout`, if given); its stdout, or an error with its output's tail.
-fn run(command: &mut Command, what: &str, timeout: Option<Duration>) -> Result<String, LocalError> {
-    let failed = |detail: String| LocalError::Command {
-        what: what.to_string(),
-        detail,
-    };
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    // Drain both pipes on threads so a chatty child never blocks.
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait().map_err(|e| failed(e.to_string()))? {
-            Some(status) => break Some(status),
-            None if timeout.is_some_and(|t| started.elapsed() >= t) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let mut output = stderr.join().unwrap_or_default();
-    output.push_str(&stdout);
-    let tail = tail(&output, 5);
-    match status {
-        Some(status) if status.success() => Ok(stdout),
-        Some(status) => Err(failed(format!("{status}: {tail}"))),
-        None => Err(failed(format!(
-            "no answer within {:?}: {tail}",
-            timeout.unwrap_or_default()
-        ))),
-    }
-}
-
-/// Reads `pipe` to its end on a thread.
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-/// The last `lines` non-empty lines of `text`, joined with ` | `.
-fn tail(text: &str, lines: usize) -> String {
-    let mut tail: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .rev()
-        .take(lines)
-        .collect();
-    if tail.is_empty() {
-        return "<no output>".into();
-    }
-    tail.reverse();
-    tail.join(" | ")
 }
 
 /// A running kwokctl cluster.
@@ -532,7 +426,7 @@ fn kwokctl(bin: &Path, cache_dir: &Path, args: &[&str]) -> Result<Command, Local
     let path = std::env::join_paths(
         std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&path)),
     )
-    .map_err(|e| LocalError::Command {
+    .map_err(|e| CommandError {
         what: "put the built kubectl on PATH".into(),
         detail: e.to_string(),
     })?;
@@ -571,7 +465,7 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
     );
     let started = Instant::now();
     let flag = |name: &str, p: &Path| format!("--{name}={}", p.display());
-    run(
+    command::run(
         kwokctl(bin, cache_dir, &["create", "cluster"])?
             .arg("--runtime=binary")
             .arg(flag("kube-apiserver-binary", &binaries.kube_apiserver))
@@ -590,7 +484,7 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
             // Keep the user's ~/.kube/config untouched.
             .arg("--kubeconfig="),
         "create the local cluster (kwokctl create cluster)",
-        Some(CREATE_WAIT),
+        Bounds::within(CREATE_WAIT),
     )?;
     wait_ready(bin, cache_dir, READY_WAIT)?;
     let stamp = dir.join(CONFIG_STAMP);
@@ -606,10 +500,10 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
 
 /// The components' states, as `kwokctl get components -o wide` prints them.
 fn components(bin: &Path, cache_dir: &Path) -> Result<Vec<(String, String)>, LocalError> {
-    let out = run(
+    let out = command::run(
         &mut kwokctl(bin, cache_dir, &["get", "components", "--output=wide"])?,
         "list the local cluster's components",
-        Some(QUERY_WAIT),
+        Bounds::within(QUERY_WAIT),
     )?;
     Ok(parse_components(&out))
 }
@@ -659,12 +553,12 @@ fn probe(bin: &Path, cache_dir: &Path) -> Result<(), String> {
     if !kubeconfig.is_file() {
         return Err(format!("no {}", kubeconfig.display()));
     }
-    let answer = run(
+    let answer = command::run(
         Command::new(bin.join("kubectl"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["--request-timeout=5s", "get", "--raw", "/readyz"]),
         "ask the API server /readyz",
-        Some(QUERY_WAIT),
+        Bounds::within(QUERY_WAIT),
     )
     .map_err(|e| e.to_string())?;
     match answer.trim() {
@@ -694,10 +588,10 @@ fn wait_ready(bin: &Path, cache_dir: &Path, timeout: Duration) -> Result<(), Loc
 
 fn describe(cache_dir: &Path, kube_apiserver: &Path) -> Result<LocalCluster, LocalError> {
     // `Kubernetes v1.34.4`.
-    let out = run(
+    let out = command::run(
         Command::new(kube_apiserver).arg("--version"),
         "read kube-apiserver's version",
-        Some(QUERY_WAIT),
+        Bounds::within(QUERY_WAIT),
     )?;
     let workdir = cluster_dir(cache_dir);
     Ok(LocalCluster {
@@ -783,11 +677,11 @@ fn delete(bin: &Path, cache_dir: &Path) -> Result<(), LocalError> {
     let pids: Vec<u32> = cluster_pids(&dir).into_iter().map(|(_, pid)| pid).collect();
     // It removes its context from this kubeconfig (an empty value is refused); none is ever written.
     let contexts = kwok_workdir(cache_dir).join("no-such-kubeconfig.yaml");
-    run(
+    command::run(
         kwokctl(bin, cache_dir, &["delete", "cluster"])?
             .arg(format!("--kubeconfig={}", contexts.display())),
         "delete the local cluster (kwokctl delete cluster)",
-        Some(QUERY_WAIT),
+        Bounds::within(QUERY_WAIT),
     )?;
     // kwokctl returns before its processes exit.
     wait_gone(&pids, &dir)
@@ -898,11 +792,5 @@ mod tests {
         let stopped = table.replace("kube-scheduler            Ready", "kube-scheduler Stopped");
         assert!(!all_running(&parse_components(&stopped)));
         assert!(!all_running(&parse_components("NAME STATUS\netcd Ready\n")));
-    }
-
-    #[test]
-    fn tails_keep_the_last_lines() {
-        assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
-        assert_eq!(tail("  \n", 2), "<no output>");
     }
 }

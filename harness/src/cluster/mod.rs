@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod existing;
+pub mod kind;
 pub mod local;
 
 use std::path::PathBuf;
@@ -19,8 +20,8 @@ const GPU_NODES: &str = include_str!("../../../fixtures/local/cluster/gpu-nodes.
 pub struct Simulation {
     /// Nodes and the pod lifecycle are kwok's, not kubelets'.
     pub nodes: bool,
-    /// `nvidia.com/gpu` is advertised capacity, not hardware.
-    pub gpus: bool,
+    /// `nvidia.com/gpu` is advertised capacity, not hardware: how, if so.
+    pub gpus: Option<&'static str>,
     /// No volume is really provisioned.
     pub volumes: bool,
 }
@@ -32,8 +33,8 @@ impl Simulation {
         if self.nodes {
             simulated.push("nodes and pods (kwok)");
         }
-        if self.gpus {
-            simulated.push("GPUs (nvidia.com/gpu capacity on kwok nodes)");
+        if let Some(gpus) = self.gpus {
+            simulated.push(gpus);
         }
         if self.volumes {
             simulated.push("volumes (no kubelet mounts them)");
@@ -82,12 +83,20 @@ impl Cluster {
                 "a Kubernetes {} control plane (kube-apiserver, controller-manager, scheduler, etcd) built from the Go module proxy",
                 self.version
             ),
+            ProviderKind::Kind if self.simulation.gpus.is_some() => format!(
+                "a kind cluster (Kubernetes {} nodes as Docker containers: systemd, containerd, kubelets, kube-proxy, CoreDNS, all built here from Debian and the Go module proxy), its pods real containers of images built here, the guide's local-path provisioner",
+                self.version
+            ),
             _ => format!("the cluster's own Kubernetes {}", self.version),
         };
-        let stand_ins = if self.provider == ProviderKind::Local {
-            "; stand-ins: the provisioner manifest and the dynamo-crds and dynamo-platform charts are the project's own (GitHub and NGC are unreachable here), installed with a real Helm built from the Go module proxy"
-        } else {
-            ""
+        let stand_ins = match self.provider {
+            ProviderKind::Local => {
+                "; stand-ins: the provisioner manifest and the dynamo-crds and dynamo-platform charts are the project's own (GitHub and NGC are unreachable here), installed with a real Helm built from the Go module proxy"
+            }
+            ProviderKind::Kind if self.simulation.gpus.is_some() => {
+                "; stand-ins: the Dynamo operator (the suite's, run in the operator pod), the provisioner manifest and the dynamo-crds and dynamo-platform charts (the project's own; GitHub and NGC are unreachable here), kindnetd (the suite's node network daemon)"
+            }
+            _ => "",
         };
         format!(
             "real: {real}; simulated: {}{stand_ins}",
@@ -124,9 +133,9 @@ pub enum ClusterError {
     /// The local cluster's agent did not start.
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
-    /// The provider is not available yet.
-    #[error("provider '{0}' is not available yet (the seam is harness/src/cluster)")]
-    Unavailable(&'static str),
+    /// The kind cluster could not be brought up.
+    #[error(transparent)]
+    Kind(#[from] kind::KindError),
 }
 
 /// Connects to the configured provider's cluster, bringing the local one (and its agent, run
@@ -142,7 +151,7 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 version,
                 simulation: Simulation {
                     nodes: false,
-                    gpus: false,
+                    gpus: None,
                     volumes: false,
                 },
                 kubeconfig: path,
@@ -176,7 +185,7 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 version,
                 simulation: Simulation {
                     nodes: true,
-                    gpus: true,
+                    gpus: Some("GPUs (nvidia.com/gpu capacity on kwok nodes)"),
                     volumes: true,
                 },
                 kubeconfig: cluster.kubeconfig,
@@ -184,7 +193,27 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 helm: binaries.helm,
             })
         }
-        ProviderKind::Kind => Err(ClusterError::Unavailable("kind")),
+        ProviderKind::Kind => {
+            let cluster = kind::up(config).await?;
+            kind::load_images(&cluster, config, exe).await?;
+            let (client, version) = existing::connect(&cluster.kubeconfig, None).await?;
+            let gpus = (cluster.gpus == kind::Gpus::Simulated).then_some(
+                "GPUs (a device plugin advertises nvidia.com/gpu on the workers; RuntimeClass nvidia is plain runc) and the vLLM engine (dynamo.vllm runs Dynamo's mocker in the runtime image)",
+            );
+            Ok(Cluster {
+                client,
+                provider: ProviderKind::Kind,
+                version,
+                simulation: Simulation {
+                    nodes: false,
+                    gpus,
+                    volumes: false,
+                },
+                kubeconfig: cluster.kubeconfig,
+                context: None,
+                helm: cluster.helm,
+            })
+        }
     }
 }
 

@@ -1,20 +1,11 @@
 //! Finds the system programs Dynamo 0.4.1 needs (etcd, NATS), installing Debian's packages when missing.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::DynamoError;
-use super::install::run;
-use super::lock::FileLock;
 
 /// A program from a Debian package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SystemTool {
-    /// The executable's name.
-    pub program: &'static str,
-    /// The Debian package that ships it.
-    pub package: &'static str,
-}
+pub type SystemTool = crate::debian::Package;
 
 /// etcd, the discovery store of Dynamo 0.4.x.
 pub const ETCD: SystemTool = SystemTool {
@@ -66,62 +57,16 @@ pub fn nats_args(port: &str, monitor: &str, store_dir: &str) -> Vec<String> {
     .to_vec()
 }
 
-fn locate(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
 /// The path of each tool, installing the missing ones with apt-get when running as root.
 pub fn ensure(tools: &[SystemTool], cache_dir: &Path) -> Result<Vec<PathBuf>, DynamoError> {
-    let missing: Vec<SystemTool> = tools
-        .iter()
-        .copied()
-        .filter(|t| locate(t.program).is_none())
-        .collect();
-    if !missing.is_empty() {
-        let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root || locate("apt-get").is_none() {
-            return Err(DynamoError::Missing {
-                what: format!("{} (needed by Dynamo 0.4.x)", packages.join(", ")),
-                hint: format!("run: sudo apt-get install -y {}", packages.join(" ")),
-            });
-        }
-        let _lock = FileLock::exclusive(&cache_dir.join("apt.lock"), super::lock::SETUP_WAIT)?;
-        if tools.iter().any(|t| locate(t.program).is_none()) {
-            eprintln!(
-                "dynamo-conformance: installing {} from Debian (first run on this machine only)",
-                packages.join(", ")
-            );
-            let install = || {
-                run(
-                    Command::new("apt-get")
-                        .args(["install", "-y", "-q", "--no-install-recommends"])
-                        .args(&packages)
-                        .env("DEBIAN_FRONTEND", "noninteractive"),
-                    "apt-get install",
-                )
-            };
-            if install().is_err() {
-                run(
-                    Command::new("apt-get").args(["update", "-q"]),
-                    "apt-get update",
-                )?;
-                install()?;
-            }
-        }
-    }
-    tools
-        .iter()
-        .map(|t| {
-            locate(t.program).ok_or_else(|| DynamoError::Missing {
-                what: t.program.to_string(),
-                hint: format!("install the Debian package {}", t.package),
-            })
-        })
-        .collect()
+    crate::debian::ensure(tools, cache_dir, "Dynamo 0.4.x").map_err(|e| match e {
+        crate::debian::DebianError::Missing { packages, .. } => DynamoError::Missing {
+            what: format!("{packages} (needed by Dynamo 0.4.x)"),
+            hint: format!("run: sudo apt-get install -y {packages}"),
+        },
+        other => DynamoError::Command {
+            what: "install etcd and NATS from Debian".into(),
+            detail: other.to_string(),
+        },
+    })
 }

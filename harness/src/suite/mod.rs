@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::dynamo::WorkerRole;
 use crate::k8s::forward::PortForward;
 use crate::metrics;
@@ -150,9 +150,6 @@ impl Target {
 }
 
 fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
-    if config.provider == ProviderKind::Kind {
-        return Err("provider 'kind' is not available yet".into());
-    }
     let runtime = runtime()?;
     let graph = runtime.block_on(graph::graph_target(config, supervisor_exe))?;
     let endpoint = |url: &str| Endpoint::new(url, config.api_timeouts).map_err(|e| e.to_string());
