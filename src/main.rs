@@ -216,6 +216,9 @@ fn this_program() -> Result<PathBuf, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    if harness::operator::manager::invoked_as_manager() {
+        return manager();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -235,6 +238,27 @@ fn main() -> ExitCode {
         Command::Dynamo(command) => dynamo_command(command),
         Command::Local(command) => local_command(command),
         Command::Kind(command) => kind_command(command),
+    }
+}
+
+/// The operator image's `/manager`: the stand-in operator in its pod.
+fn manager() -> ExitCode {
+    use harness::operator::manager;
+    let args = match <manager::ManagerArgs as clap::Parser>::try_parse() {
+        Ok(args) => args,
+        Err(e) => return fail(exit::BAD_INPUT, e.to_string().lines().next().unwrap_or("")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(exit::ENVIRONMENT, format!("cannot start a runtime: {e}")),
+    };
+    match runtime.block_on(manager::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(exit::ENVIRONMENT, e),
     }
 }
 
@@ -283,6 +307,16 @@ fn run(args: RunArgs) -> ExitCode {
         config.dynamo_version.profile(),
         config.model
     );
+    if !args.list {
+        match suite::prepare(&config, &exe) {
+            Ok(took) => println!(
+                "dynamo-conformance: {} cluster ready in {:.1} s",
+                config.provider.as_str(),
+                took.as_secs_f64()
+            ),
+            Err(e) => return fail(exit::ENVIRONMENT, format!("cluster unavailable: {e}")),
+        }
+    }
     let conclusion = libtest_mimic::run(&arguments, trials);
     if args.list {
         return ExitCode::SUCCESS;

@@ -64,6 +64,8 @@ pub struct Cluster {
     pub context: Option<String>,
     /// The helm binary to run the guide's chart steps with.
     pub helm: PathBuf,
+    /// The images the suite built and loaded into the nodes (kind provider, simulated path).
+    pub images: Vec<crate::images::Built>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -76,6 +78,17 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// Whether the guide's downloads (the provisioner manifest from GitHub, the charts from NGC,
+    /// a model from Hugging Face) are out of reach, so that the project's stand-ins take their
+    /// place: the local provider, and the kind provider's simulated path.
+    pub fn offline(&self) -> bool {
+        match self.provider {
+            ProviderKind::Local => true,
+            ProviderKind::Kind => self.simulation.gpus.is_some(),
+            ProviderKind::Existing => false,
+        }
+    }
+
     /// What was real and what was simulated, one line.
     pub fn provenance(&self) -> String {
         let real = match self.provider {
@@ -157,6 +170,7 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 kubeconfig: path,
                 context: config.context.clone(),
                 helm: PathBuf::from("helm"),
+                images: Vec::new(),
             })
         }
         ProviderKind::Local => {
@@ -191,11 +205,12 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 kubeconfig: cluster.kubeconfig,
                 context: None,
                 helm: binaries.helm,
+                images: Vec::new(),
             })
         }
         ProviderKind::Kind => {
             let cluster = kind::up(config).await?;
-            kind::load_images(&cluster, config, exe).await?;
+            let images = kind::load_images(&cluster, config, exe).await?;
             let (client, version) = existing::connect(&cluster.kubeconfig, None).await?;
             let gpus = (cluster.gpus == kind::Gpus::Simulated).then_some(
                 "GPUs (a device plugin advertises nvidia.com/gpu on the workers; RuntimeClass nvidia is plain runc) and the vLLM engine (dynamo.vllm runs Dynamo's mocker in the runtime image)",
@@ -212,6 +227,7 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 kubeconfig: cluster.kubeconfig,
                 context: None,
                 helm: cluster.helm,
+                images,
             })
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod component;
 pub mod graph;
+pub mod manager;
 
 use std::sync::Arc;
 use std::time::Duration;

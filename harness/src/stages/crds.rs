@@ -8,7 +8,7 @@ use kube::runtime::wait::conditions::is_crd_established;
 
 use super::{Stage, StageError, helm};
 use crate::cluster::Cluster;
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::k8s::wait;
 
 /// The CRDs the guide's graph needs.
@@ -20,7 +20,7 @@ pub const CRDS: [&str; 2] = [
 /// Installs the CRDs and waits until each is established.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Crds);
-    let local = cluster.provider == ProviderKind::Local;
+    let local = cluster.offline();
     let chart = if local {
         helm::CRDS_CHART
             .materialize(&config.cache_dir, "crds")?

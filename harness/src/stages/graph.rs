@@ -22,21 +22,99 @@ const GUIDE_IMAGE: &str = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.1";
 /// The state a ready graph reports (0.4.1 and 1.x alike).
 pub const READY_STATE: &str = "successful";
 
-/// The guide's graph with the run's model and, where the guide names its release (0.4.1), the
-/// run's release as image tag. Other tags (the prefill worker's 0.4.0) stay as the guide has them.
+/// The guide's prefill worker image, one release behind its other images.
+const GUIDE_PREFILL_IMAGE: &str = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.0";
+
+/// The guide's graph with the run's model and release. The guide's own skew (its prefill worker
+/// runs 0.4.0 beside 0.4.1) is kept when the run is of the guide's release, 0.4.1; for any other
+/// release every component runs the release under test (a 0.4.0 worker in a 1.x graph is not
+/// the guide's skew, and would not run).
 pub fn manifest(config: &Config) -> Result<Value, K8sError> {
     let image = format!(
         "nvcr.io/nvidia/ai-dynamo/vllm-runtime:{}",
         config.dynamo_version
     );
-    let text = FIXTURE
+    let mut text = FIXTURE
         .replace(GUIDE_IMAGE, &image)
         .replace(GUIDE_MODEL, &config.model);
+    if config.dynamo_version != crate::profile::DynamoVersion::V0_4_1 {
+        text = text.replace(GUIDE_PREFILL_IMAGE, &image);
+    }
     let mut objects = apply::parse_documents("guide/disagg-graph.yaml", &text)?;
     let mut graph = objects.remove(0);
     graph["metadata"]["annotations"][crate::bridge::pod::VERSION_ANNOTATION] =
         config.dynamo_version.as_str().into();
     Ok(graph)
+}
+
+/// What one node can give a pod: allocatable CPU (millicores) and memory (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRoom {
+    /// Allocatable CPU, millicores.
+    pub cpu_millis: i64,
+    /// Allocatable memory, bytes.
+    pub memory_bytes: i64,
+}
+
+/// Lowers the CPU and memory *requests* of every service that asks for more than one node has
+/// (`room`) to a quarter of its CPU and an eighth of its memory, so that the guide's graph
+/// schedules on small simulated nodes; limits stay as the guide sets them (the pods become
+/// Burstable instead of Guaranteed). One note per change. The guide's workers ask for 10 CPU and
+/// 20Gi each: sized for a GPU node, not for kind nodes on a laptop.
+pub fn fit_requests(graph: &mut Value, room: NodeRoom) -> Vec<String> {
+    use crate::k8s::quantity;
+    let mut notes = Vec::new();
+    let Some(services) = graph["spec"]["services"].as_object_mut() else {
+        return notes;
+    };
+    for (name, service) in services.iter_mut() {
+        let requests = &mut service["resources"]["requests"];
+        if let Some(cpu) = requests["cpu"].as_str().and_then(quantity::millicores)
+            && cpu > room.cpu_millis
+        {
+            let fitted = quantity::format_millicores(room.cpu_millis / 4);
+            notes.push(format!(
+                "{name} requests cpu {} -> {fitted}",
+                requests["cpu"].as_str().unwrap_or_default()
+            ));
+            requests["cpu"] = fitted.into();
+        }
+        if let Some(memory) = requests["memory"].as_str().and_then(quantity::bytes)
+            && memory > room.memory_bytes
+        {
+            let fitted = quantity::format_mebibytes(room.memory_bytes / 8);
+            notes.push(format!(
+                "{name} requests memory {} -> {fitted}",
+                requests["memory"].as_str().unwrap_or_default()
+            ));
+            requests["memory"] = fitted.into();
+        }
+    }
+    notes
+}
+
+/// The smallest allocatable CPU and memory among the nodes that carry GPUs.
+async fn gpu_node_room(client: &Client) -> Result<Option<NodeRoom>, K8sError> {
+    use crate::k8s::quantity;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let listed = nodes
+        .list(&ListParams::default().labels("nvidia.com/gpu.present=true"))
+        .await
+        .map_err(|e| K8sError::api("list the GPU nodes", e))?;
+    let rooms: Vec<NodeRoom> = listed
+        .items
+        .iter()
+        .filter_map(|n| {
+            let allocatable = n.status.as_ref()?.allocatable.as_ref()?;
+            Some(NodeRoom {
+                cpu_millis: quantity::millicores(&allocatable.get("cpu")?.0)?,
+                memory_bytes: quantity::bytes(&allocatable.get("memory")?.0)?,
+            })
+        })
+        .collect();
+    Ok(rooms
+        .into_iter()
+        .min_by_key(|r| (r.cpu_millis, r.memory_bytes)))
 }
 
 /// Whether the graph reports the ready state and a `Ready` condition.
@@ -218,7 +296,21 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             "DynamoGraphDeployment {ns}/{GRAPH} was there already and is used as is"
         ));
     } else {
-        let graph = manifest(config).map_err(&fail)?;
+        let mut graph = manifest(config).map_err(&fail)?;
+        if cluster.provider == crate::config::ProviderKind::Kind
+            && cluster.offline()
+            && let Some(room) = gpu_node_room(&cluster.client).await.map_err(&fail)?
+        {
+            let fitted = fit_requests(&mut graph, room);
+            if !fitted.is_empty() {
+                notes.push(format!(
+                    "requests fitted to the simulated GPU nodes ({} CPU, {} allocatable; limits as the guide sets them, so the pods are Burstable): {}",
+                    crate::k8s::quantity::format_millicores(room.cpu_millis),
+                    crate::k8s::quantity::format_mebibytes(room.memory_bytes),
+                    fitted.join(", ")
+                ));
+            }
+        }
         apply::apply_objects(
             &cluster.client,
             "guide/disagg-graph.yaml",
@@ -304,19 +396,65 @@ mod tests {
     }
 
     #[test]
-    fn the_guides_release_becomes_the_runs_and_its_skew_stays() {
+    fn the_guides_skew_stays_on_the_guides_release_only() {
+        let graph = manifest(&config("0.4.1", "Qwen/Qwen3-0.6B")).unwrap();
+        assert_eq!(
+            images(&graph),
+            [
+                ("Frontend".to_string(), "0.4.1".to_string()),
+                ("VllmDecodeWorker".to_string(), "0.4.1".to_string()),
+                ("VllmPrefillWorker".to_string(), "0.4.0".to_string()),
+            ]
+        );
         let graph = manifest(&config("1.6.1", "Qwen/Qwen3-0.6B")).unwrap();
         assert_eq!(
             images(&graph),
             [
                 ("Frontend".to_string(), "1.6.1".to_string()),
                 ("VllmDecodeWorker".to_string(), "1.6.1".to_string()),
-                ("VllmPrefillWorker".to_string(), "0.4.0".to_string()),
+                ("VllmPrefillWorker".to_string(), "1.6.1".to_string()),
             ]
         );
         assert_eq!(
             graph["metadata"]["annotations"][crate::bridge::pod::VERSION_ANNOTATION],
             "1.6.1"
+        );
+    }
+
+    #[test]
+    fn requests_too_big_for_a_node_are_fitted_and_limits_kept() {
+        let mut graph = manifest(&config("0.4.1", "Qwen/Qwen3-0.6B")).unwrap();
+        let room = NodeRoom {
+            cpu_millis: 2000,
+            memory_bytes: 24 * 1073741824,
+        };
+        let notes = fit_requests(&mut graph, room);
+        assert_eq!(
+            notes,
+            [
+                "VllmDecodeWorker requests cpu 10 -> 500m",
+                "VllmPrefillWorker requests cpu 10 -> 500m",
+            ]
+        );
+        let decode = &graph["spec"]["services"]["VllmDecodeWorker"]["resources"];
+        assert_eq!(decode["requests"]["cpu"], "500m");
+        assert_eq!(decode["requests"]["memory"], "20Gi");
+        assert_eq!(decode["limits"]["cpu"], "10");
+        assert_eq!(decode["requests"]["gpu"], "1");
+        // The frontend's 1 CPU fits and stays.
+        assert_eq!(
+            graph["spec"]["services"]["Frontend"]["resources"]["requests"]["cpu"],
+            "1"
+        );
+        let small = NodeRoom {
+            cpu_millis: 2000,
+            memory_bytes: 8 * 1073741824,
+        };
+        let mut graph = manifest(&config("0.4.1", "Qwen/Qwen3-0.6B")).unwrap();
+        let notes = fit_requests(&mut graph, small);
+        assert!(
+            notes.contains(&"VllmDecodeWorker requests memory 20Gi -> 1024Mi".to_string()),
+            "{notes:?}"
         );
     }
 

@@ -23,7 +23,7 @@ pub const NATS: &str = "dynamo-platform-nats";
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Platform);
     let ns = config.namespace.as_str();
-    let local = cluster.provider == ProviderKind::Local;
+    let local = cluster.offline();
     let profile = config.dynamo_version.profile();
     let chart = if local {
         helm::PLATFORM_CHART
@@ -41,6 +41,7 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/nvidia/ai-dynamo/kubernetes-operator".to_string(),
         format!("dynamo-operator.controllerManager.manager.image.tag={}", config.dynamo_version),
     ];
+    let mut deviations = Vec::new();
     if local {
         // Shape the stand-in like the release under test.
         sets.push(format!(
@@ -48,6 +49,26 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             profile.operator_containers.len() > 1
         ));
         sets.push(format!("etcd.enabled={}", profile.platform_etcd));
+    }
+    if local && cluster.provider == ProviderKind::Kind {
+        // Real kubelets: data on claims of the guide's default class, and no sidecar whose
+        // image cannot be built here.
+        sets.push("persistence.enabled=true".into());
+        sets.push("nats.reloader.enabled=false".into());
+        deviations.push("the NATS pod runs without the chart's config-reloader sidecar (its Go module, github.com/nats-io/nack, is refused by the module proxy), so it is 1/1 where the guide shows 2/2");
+        if let Some(key) = cluster
+            .images
+            .iter()
+            .find(|b| {
+                b.reference
+                    .starts_with(crate::images::catalog::OPERATOR_REPOSITORY)
+            })
+            .map(|b| b.key.clone())
+        {
+            sets.push(format!(
+                "dynamo-operator.controllerManager.manager.imageKey={key}"
+            ));
+        }
     }
     let release = helm::Release {
         stage: "platform",
@@ -60,6 +81,9 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     let mut note = helm::install(cluster, release).await?;
     if local {
         note.push_str(" (the project's stand-in chart: the guide's object names, containers and ports; NGC is unreachable here)");
+    }
+    for deviation in deviations {
+        note.push_str(&format!("; {deviation}"));
     }
     let timeout = config.ready_timeout.min(Duration::from_secs(600));
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);

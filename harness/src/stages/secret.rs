@@ -8,18 +8,19 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
 use super::{Stage, StageError};
 use crate::cluster::Cluster;
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::k8s::{FIELD_MANAGER, K8sError, MANAGED_BY_LABEL, STAGE_LABEL};
 
 /// The guide's secret name.
 pub const SECRET: &str = "hf-token-secret";
 /// The guide's key.
 pub const KEY: &str = "token";
-/// The value used on the local provider when no token is given: nothing there downloads a model.
+/// The value used where no token is given and nothing downloads a model (the local provider,
+/// kind's simulated path: the mocker serves a tokenizer baked in).
 pub const LOCAL_PLACEHOLDER: &str = "local-provider-needs-no-token";
 
-/// The token, from the configured file or `HF_TOKEN`.
-pub fn token(config: &Config) -> Result<(String, &'static str), StageError> {
+/// The token, from the configured file or `HF_TOKEN`; a placeholder when `offline` and none is given.
+pub fn token(config: &Config, offline: bool) -> Result<(String, &'static str), StageError> {
     let input = |reason: String| StageError::Input {
         stage: "secret",
         reason,
@@ -39,9 +40,9 @@ pub fn token(config: &Config) -> Result<(String, &'static str), StageError> {
     }
     match std::env::var("HF_TOKEN") {
         Ok(token) if !token.trim().is_empty() => Ok((token.trim().to_string(), "HF_TOKEN")),
-        _ if config.provider == ProviderKind::Local => Ok((
+        _ if offline => Ok((
             LOCAL_PLACEHOLDER.to_string(),
-            "a placeholder (local provider, no HF_TOKEN)",
+            "a placeholder (no HF_TOKEN; nothing here downloads a model)",
         )),
         _ => Err(input(
             "no Hugging Face token: set HF_TOKEN or --hf-token-file".into(),
@@ -62,7 +63,7 @@ fn labels() -> BTreeMap<String, String> {
 /// Creates the namespace if absent (never relabelling one the suite did not create), then applies the secret.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Secret);
-    let (token, source) = token(config)?;
+    let (token, source) = token(config, cluster.offline())?;
     ensure_namespace(cluster, &config.namespace)
         .await
         .map_err(&fail)?;

@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams};
 
 use super::{Stage, StageError};
 use crate::cluster::Cluster;
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::k8s::{self, MANAGED_BY_LABEL, apply, wait};
 
 /// The guide's provisioner manifest.
@@ -23,7 +23,10 @@ pub const DEPLOYMENT: &str = "local-path-provisioner";
 /// The guide's StorageClass.
 pub const STORAGE_CLASS: &str = "local-path";
 
-async fn provisioner_manifest(config: &Config) -> Result<(String, &'static str), StageError> {
+async fn provisioner_manifest(
+    cluster: &Cluster,
+    config: &Config,
+) -> Result<(String, &'static str), StageError> {
     let input = |reason: String| StageError::Input {
         stage: "storage",
         reason,
@@ -37,10 +40,10 @@ async fn provisioner_manifest(config: &Config) -> Result<(String, &'static str),
         })?;
         return Ok((text, "the local copy named by provisioner_manifest"));
     }
-    if config.provider == ProviderKind::Local {
+    if cluster.offline() {
         return Ok((
             LOCAL_PROVISIONER.to_string(),
-            "the project's local copy (no download on the local provider)",
+            "the project's copy of the guide's manifest (GitHub is out of reach here)",
         ));
     }
     let response = reqwest::get(PROVISIONER_URL)
@@ -58,7 +61,7 @@ async fn provisioner_manifest(config: &Config) -> Result<(String, &'static str),
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Storage);
     let mut notes = Vec::new();
-    let (manifest, source) = provisioner_manifest(config).await?;
+    let (manifest, source) = provisioner_manifest(cluster, config).await?;
     notes.push(format!("provisioner from {source}"));
     let classes: Api<StorageClass> = Api::all(cluster.client.clone());
     let mut objects =

@@ -21,6 +21,15 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
              simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
             cluster.version, config.dynamo_version
         ),
+        ProviderKind::Kind if cluster.offline() => format!(
+            "real: a kind cluster's kubelets running Dynamo {} (PyPI) frontend and worker containers of the runtime images built here \
+             (the guide's prefill image runs its own release), their probes (the frontend's curl | jq included) run by the kubelets, \
+             etcd and NATS on claims of the guide's provisioner, reached through kube-rs port-forwards via the API server and the kubelet; \
+             stand-in: the Dynamo operator (the project's controller following 0.4.1's rules, run in the operator pod); \
+             simulated: GPUs (a device plugin advertises nvidia.com/gpu; RuntimeClass nvidia is plain runc), the vLLM engine \
+             (dynamo.vllm runs Dynamo's mocker with the model's tokenizer); worker CPU and memory requests fitted to the nodes (see graph::ready)",
+            config.dynamo_version
+        ),
         _ => format!(
             "real: the cluster's own Kubernetes {}, operator, pods and engine, reached through kube-rs port-forwards; simulated: nothing",
             cluster.version

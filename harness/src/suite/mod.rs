@@ -171,6 +171,15 @@ fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
     })
 }
 
+/// Brings up (or reaches) the configured provider's cluster for this process, before any case,
+/// so that builds and cluster creation are not counted in a case's time; how long it took.
+pub fn prepare(config: &Config, exe: &Path) -> Result<Duration, String> {
+    let started = Instant::now();
+    let runtime = runtime()?;
+    runtime.block_on(cluster::session(config, exe))?;
+    Ok(started.elapsed())
+}
+
 static TARGET: OnceLock<Result<Target, String>> = OnceLock::new();
 
 /// The process-wide target, acquired once and shared by every case in this process.

@@ -157,6 +157,11 @@ fn stamp_path(cache_dir: &Path) -> PathBuf {
     dir(cache_dir).join("cluster.json")
 }
 
+/// The images loaded into the current cluster, by reference, with their ids.
+fn loaded_path(cache_dir: &Path) -> PathBuf {
+    dir(cache_dir).join("loaded.json")
+}
+
 /// Where kind writes the cluster's kubeconfig.
 pub fn kubeconfig_path(cache_dir: &Path) -> PathBuf {
     dir(cache_dir).join("kubeconfig.yaml")
@@ -274,6 +279,7 @@ pub async fn up(config: &Config) -> Result<KindCluster, KindError> {
         delete(&cluster.kind, &cache_dir).await?;
     }
     let _ = std::fs::remove_file(stamp_path(&cache_dir));
+    let _ = std::fs::remove_file(loaded_path(&cache_dir));
     create(&cluster, &rendered, &cache_dir).await?;
     let client = client(&cluster).await?;
     match gpus {
@@ -492,16 +498,34 @@ pub async fn load_images(
     let home = dir(&config.cache_dir);
     let wanted = catalog::cluster_images(&artifacts, release, &home.join("engines"))?;
     let built = images::ensure(&engine.docker, &wanted, &home.join("work")).await?;
-    let references: Vec<String> = built
+    let mut loaded: std::collections::BTreeMap<String, String> =
+        std::fs::read_to_string(loaded_path(&config.cache_dir))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+    let missing: Vec<String> = built
         .iter()
         .filter(|b| !b.reference.ends_with(catalog::WITHOUT_JQ))
+        .filter(|b| loaded.get(&b.reference) != Some(&b.id))
         .map(|b| b.reference.clone())
         .collect();
-    load(cluster, &config.cache_dir, &references).await?;
+    if !missing.is_empty() {
+        load(cluster, &config.cache_dir, &missing).await?;
+        for b in built.iter().filter(|b| missing.contains(&b.reference)) {
+            loaded.insert(b.reference.clone(), b.id.clone());
+        }
+        let path = loaded_path(&config.cache_dir);
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&loaded).expect("plain data serializes"),
+        )
+        .map_err(io(&path))?;
+    }
     Ok(built)
 }
 
-/// `kind load docker-image` of `references` into every node.
+/// `kind load docker-image` of `references` into every node (recorded by [`load_images`] only;
+/// a direct caller, such as a test that removes and restores an image, loads unrecorded).
 pub async fn load(
     cluster: &KindCluster,
     cache_dir: &Path,
@@ -568,6 +592,7 @@ pub async fn down(config: &Config) -> Result<Vec<String>, KindError> {
         }
     }
     let _ = std::fs::remove_file(stamp_path(cache_dir));
+    let _ = std::fs::remove_file(loaded_path(cache_dir));
     let cache = cache_dir.clone();
     let stopped = tokio::task::spawn_blocking(move || docker::stop(&cache))
         .await
