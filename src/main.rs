@@ -124,6 +124,9 @@ struct ConfigArgs {
     /// Provider kind, real GPUs: the NVIDIA GPU operator chart version.
     #[arg(long, value_name = "VERSION")]
     gpu_operator_version: Option<String>,
+    /// Apply no stage and wait for nothing: judge the cluster as it stands.
+    #[arg(long)]
+    check_only: bool,
 }
 
 impl ConfigArgs {
@@ -142,6 +145,7 @@ impl ConfigArgs {
             chart_version: self.chart_version.clone(),
             gpus: self.gpus.clone(),
             gpu_operator_version: self.gpu_operator_version.clone(),
+            apply: self.check_only.then_some(false),
             ..ConfigLayer::default()
         };
         Config::load(flags, self.config.as_deref()).map_err(|e| e.to_string())

@@ -137,6 +137,9 @@ pub struct ConfigLayer {
     pub gpus: Option<String>,
     /// Provider `kind`, real GPUs: the NVIDIA GPU operator chart version.
     pub gpu_operator_version: Option<String>,
+    /// `false`: apply no stage and wait for nothing; judge the cluster as it stands (reproducing
+    /// a field issue on a cluster as found).
+    pub apply: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -176,6 +179,17 @@ impl ConfigLayer {
             chart_version: lookup("CHART_VERSION"),
             gpus: lookup("GPUS"),
             gpu_operator_version: lookup("GPU_OPERATOR_VERSION"),
+            apply: lookup("APPLY")
+                .map(|v| match v.trim() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(ConfigError::Invalid {
+                        key: "apply",
+                        value: v.clone(),
+                        expected: "true or false",
+                    }),
+                })
+                .transpose()?,
         })
     }
 
@@ -221,6 +235,7 @@ impl ConfigLayer {
             chart_version: self.chart_version.or(lower.chart_version),
             gpus: self.gpus.or(lower.gpus),
             gpu_operator_version: self.gpu_operator_version.or(lower.gpu_operator_version),
+            apply: self.apply.or(lower.apply),
         }
     }
 }
@@ -258,6 +273,8 @@ pub struct Config {
     pub gpus: GpuMode,
     /// Provider `kind`, real GPUs: the NVIDIA GPU operator chart version.
     pub gpu_operator_version: String,
+    /// Whether the stages are applied (else the cluster is judged as it stands).
+    pub apply: bool,
 }
 
 impl Config {
@@ -344,6 +361,7 @@ impl Config {
             gpu_operator_version: layer
                 .gpu_operator_version
                 .unwrap_or_else(|| GPU_OPERATOR_VERSION.to_string()),
+            apply: layer.apply.unwrap_or(true),
         })
     }
 }

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod forward;
 pub mod kinds;
+pub mod pods;
 pub mod quantity;
 pub mod wait;
 

@@ -161,7 +161,19 @@ pub async fn pending_components(client: &Client, namespace: &str, graph: &str) -
         {
             Err(e) => vec![format!("cannot list its pods: {e}")],
             Ok(p) if p.items.is_empty() => vec!["no pods".into()],
-            Ok(p) => p.items.iter().map(pod_summary).collect(),
+            Ok(p) => {
+                let mut lines = Vec::new();
+                for pod in &p.items {
+                    let mut line = pod_summary(pod);
+                    if let Some(event) =
+                        wait::latest_warning(client, Some(namespace), &pod.name_any()).await
+                    {
+                        line.push_str(&format!(", latest warning: {event}"));
+                    }
+                    lines.push(line);
+                }
+                lines
+            }
         };
         let mut line = format!("component {name} not available: {}", pod_lines.join("; "));
         if let Some(event) = wait::latest_warning(client, Some(namespace), &name).await {
@@ -172,21 +184,10 @@ pub async fn pending_components(client: &Client, namespace: &str, graph: &str) -
     out
 }
 
-/// A pod's phase, readiness and, on the local provider, what the bridge last saw of its process.
+/// A pod's phase, readiness, its containers' kubelet reasons and, on the local provider, what the
+/// bridge last saw of its process.
 pub fn pod_summary(pod: &Pod) -> String {
-    let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone())
-        .unwrap_or_else(|| "Unknown".into());
-    let mut line = format!(
-        "pod {} {} Ready={ready}",
-        pod.name_any(),
-        status
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_else(|| "Pending".into())
-    );
+    let mut line = crate::k8s::pods::describe(pod);
     if let Some(process) = pod.annotations().get(crate::bridge::pod::STATUS_ANNOTATION) {
         line.push_str(&format!(" ({process})"));
     }

@@ -48,6 +48,12 @@ impl Stage {
         cluster: &Cluster,
         config: &Config,
     ) -> Result<Vec<String>, StageError> {
+        if !config.apply {
+            return Ok(vec![format!(
+                "check only: stage {} not applied; the cluster is judged as it stands",
+                self.name()
+            )]);
+        }
         // One process at a time per stage: helm refuses concurrent upgrades of one release.
         let path = config
             .cache_dir
@@ -95,6 +101,34 @@ pub enum StageError {
         /// What is missing.
         reason: String,
     },
+}
+
+/// A wait's timeout with the states of the pods behind the workload appended (the kubelet's
+/// reasons and the latest warning of each), so that a stuck stage says why; other errors as they are.
+pub(crate) async fn explain_timeout(
+    error: K8sError,
+    client: &kube::Client,
+    namespace: &str,
+    selector: &str,
+) -> K8sError {
+    match error {
+        K8sError::Timeout {
+            what,
+            condition,
+            waited,
+            mut last_seen,
+        } => {
+            let pods = crate::k8s::pods::explain(client, namespace, selector).await;
+            last_seen.push_str(&format!("; {}", pods.join("; ")));
+            K8sError::Timeout {
+                what,
+                condition,
+                waited,
+                last_seen,
+            }
+        }
+        other => other,
+    }
 }
 
 impl StageError {

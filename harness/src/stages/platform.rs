@@ -95,14 +95,19 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             condition: "available",
             timeout,
         };
-        wait::until(
+        let waited = wait::until(
             &cluster.client,
             w,
             storage::deployment_available,
             storage::describe_deployment,
         )
-        .await
-        .map_err(&fail)?;
+        .await;
+        if let Err(e) = waited {
+            let selector = workload_selector(cluster, ns, name).await;
+            return Err(fail(
+                super::explain_timeout(e, &cluster.client, ns, &selector).await,
+            ));
+        }
     }
     let sets: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), ns);
     let mut statefulsets = vec![NATS];
@@ -117,11 +122,36 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             condition: "ready",
             timeout,
         };
-        wait::until(&cluster.client, w, statefulset_ready, describe_statefulset)
-            .await
-            .map_err(&fail)?;
+        let waited = wait::until(&cluster.client, w, statefulset_ready, describe_statefulset).await;
+        if let Err(e) = waited {
+            let selector = workload_selector(cluster, ns, name).await;
+            return Err(fail(
+                super::explain_timeout(e, &cluster.client, ns, &selector).await,
+            ));
+        }
     }
     Ok(vec![note])
+}
+
+/// The pod selector of the platform's deployment or statefulset `name` (empty if neither exists).
+pub async fn workload_selector(cluster: &Cluster, ns: &str, name: &str) -> String {
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    if let Ok(Some(d)) = deployments.get_opt(name).await {
+        return crate::k8s::pods::selector_of(
+            d.spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.as_ref()),
+        );
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), ns);
+    if let Ok(Some(s)) = sets.get_opt(name).await {
+        return crate::k8s::pods::selector_of(
+            s.spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.as_ref()),
+        );
+    }
+    String::new()
 }
 
 /// A statefulset with every desired replica ready.

@@ -129,7 +129,7 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         );
     }
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    wait::until(
+    let waited = wait::until(
         &cluster.client,
         wait::Wait {
             api: deployments,
@@ -141,8 +141,12 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         deployment_available,
         describe_deployment,
     )
-    .await
-    .map_err(&fail)?;
+    .await;
+    if let Err(e) = waited {
+        let e = super::explain_timeout(e, &cluster.client, NAMESPACE, "app=local-path-provisioner")
+            .await;
+        return Err(fail(e));
+    }
     Ok(notes)
 }
 

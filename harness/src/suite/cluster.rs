@@ -21,6 +21,12 @@ use crate::stages::{Stage, crds, platform, secret, storage};
 /// A check of the cluster tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterCheck {
+    /// GPU nodes advertise allocatable `nvidia.com/gpu` (the GPU gate).
+    GpusAdvertised,
+    /// The GPU operator's validator passed on every GPU node (the GPU gate).
+    GpuOperatorValidated,
+    /// A pod that asks for one GPU sees exactly one (the GPU gate).
+    OneGpuPod,
     /// The provisioner deployment is available.
     ProvisionerAvailable,
     /// Exactly one default StorageClass: the guide's `local-path`.
@@ -33,6 +39,8 @@ pub enum ClusterCheck {
     OperatorAvailable,
     /// etcd (where the release runs it) and NATS are ready.
     EtcdAndNatsRunning,
+    /// etcd's and NATS's claims are bound on the default StorageClass.
+    ClaimsBound,
     /// The platform's services listen on the guide's ports.
     ServicesListen,
     /// The `hf-token-secret` exists with its key.
@@ -48,20 +56,25 @@ pub enum ClusterCheck {
 }
 
 impl ClusterCheck {
-    fn stage(self) -> Stage {
+    /// The guide's step the check needs applied first; none for the GPU gate, which precedes them.
+    fn stage(self) -> Option<Stage> {
         match self {
+            ClusterCheck::GpusAdvertised
+            | ClusterCheck::GpuOperatorValidated
+            | ClusterCheck::OneGpuPod => None,
             ClusterCheck::ProvisionerAvailable
             | ClusterCheck::DefaultStorageClass
-            | ClusterCheck::PvcBinds => Stage::Storage,
-            ClusterCheck::CrdsEstablished => Stage::Crds,
+            | ClusterCheck::PvcBinds => Some(Stage::Storage),
+            ClusterCheck::CrdsEstablished => Some(Stage::Crds),
             ClusterCheck::OperatorAvailable
             | ClusterCheck::EtcdAndNatsRunning
-            | ClusterCheck::ServicesListen => Stage::Platform,
-            ClusterCheck::SecretPresent => Stage::Secret,
+            | ClusterCheck::ClaimsBound
+            | ClusterCheck::ServicesListen => Some(Stage::Platform),
+            ClusterCheck::SecretPresent => Some(Stage::Secret),
             ClusterCheck::GraphReady
             | ClusterCheck::ComponentPods
             | ClusterCheck::FrontendService
-            | ClusterCheck::PodLogs => Stage::Graph,
+            | ClusterCheck::PodLogs => Some(Stage::Graph),
         }
     }
 }
@@ -73,9 +86,38 @@ pub fn cases(config: &Config) -> Vec<Case> {
         check: CaseCheck::Cluster(check),
         skip,
     };
-    let no_volumes = (config.provider == ProviderKind::Local)
-        .then(|| "the local provider has no real volumes: kwok simulates pods and no kubelet mounts a PVC".to_string());
+    let local = config.provider == ProviderKind::Local;
+    let no_volumes = local.then(|| {
+        "the local provider has no real volumes: kwok simulates pods and no kubelet mounts a PVC"
+            .to_string()
+    });
+    let simulated_gpus = match config.provider {
+        ProviderKind::Local => true,
+        ProviderKind::Kind => {
+            crate::cluster::kind::resolve_gpus(config.gpus) == crate::cluster::kind::Gpus::Simulated
+        }
+        ProviderKind::Existing => false,
+    };
+    let no_gpu_operator = simulated_gpus.then(|| {
+        "GPUs are simulated here: there is no GPU operator to validate them (on kind a device plugin advertises them, on local kwok nodes do)"
+            .to_string()
+    });
+    let no_containers = local.then(|| {
+        "the local provider runs no container: kwok simulates pods, so no pod can look at its GPU"
+            .to_string()
+    });
     vec![
+        case(
+            "guide::gpus::advertised",
+            ClusterCheck::GpusAdvertised,
+            None,
+        ),
+        case(
+            "guide::gpus::operator_validated",
+            ClusterCheck::GpuOperatorValidated,
+            no_gpu_operator,
+        ),
+        case("guide::gpus::one_gpu_pod", ClusterCheck::OneGpuPod, no_containers),
         case(
             "guide::storage::provisioner_available",
             ClusterCheck::ProvisionerAvailable,
@@ -105,6 +147,14 @@ pub fn cases(config: &Config) -> Vec<Case> {
             "guide::platform::etcd_and_nats_running",
             ClusterCheck::EtcdAndNatsRunning,
             None,
+        ),
+        case(
+            "guide::platform::claims_bound",
+            ClusterCheck::ClaimsBound,
+            (config.provider == ProviderKind::Local).then(|| {
+                "the local provider has no real volumes: its stand-in platform keeps etcd's and NATS's data in emptyDir"
+                    .to_string()
+            }),
         ),
         case(
             "guide::platform::services_listen",
@@ -191,13 +241,30 @@ pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(format!("cluster unavailable: {e}")),
     };
-    let notes = match ensure(session, check.stage(), config).await {
-        Ok(notes) => notes,
-        Err(e) => return Outcome::Failed(e),
+    let notes = match check.stage() {
+        Some(stage) => match ensure(session, stage, config).await {
+            Ok(notes) => notes,
+            Err(e) => return Outcome::Failed(e),
+        },
+        None => Vec::new(),
     };
     let mut notes = notes;
     let cluster = &session.cluster;
     let problems = match check {
+        ClusterCheck::GpusAdvertised => gpus_advertised(cluster).await,
+        ClusterCheck::GpuOperatorValidated => gpu_operator_validated(cluster).await,
+        ClusterCheck::OneGpuPod => {
+            let gpus = if cluster.simulation.gpus.is_some() {
+                crate::cluster::kind::Gpus::Simulated
+            } else {
+                crate::cluster::kind::Gpus::Real
+            };
+            if let Err(e) = secret::ensure_namespace(cluster, &config.namespace).await {
+                return Outcome::Failed(e.to_string());
+            }
+            crate::cluster::kind::gpu::run_gate_pod(&cluster.client, &config.namespace, gpus).await
+        }
+        ClusterCheck::ClaimsBound => claims_bound(cluster, config).await,
         ClusterCheck::ProvisionerAvailable => provisioner_available(cluster).await,
         ClusterCheck::DefaultStorageClass => default_storage_class(cluster).await,
         ClusterCheck::PvcBinds => pvc_binds(cluster, config).await,
@@ -226,7 +293,7 @@ pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
         ClusterCheck::PodLogs => super::graph::pod_logs(cluster, config).await,
     };
     let provenance = match check.stage() {
-        Stage::Graph => super::graph::graph_provenance(cluster, config),
+        Some(Stage::Graph) => super::graph::graph_provenance(cluster, config),
         _ => cluster.provenance(),
     };
     if problems.is_empty() {
@@ -234,6 +301,93 @@ pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
     } else {
         Outcome::Failed(format!("{}\n{provenance}", problems.join("\n")))
     }
+}
+
+async fn gpus_advertised(cluster: &Cluster) -> Vec<String> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+    match nodes.list(&kube::api::ListParams::default()).await {
+        Err(e) => vec![format!("cannot list nodes: {e}")],
+        Ok(list) => crate::cluster::kind::gpu::advertised(&list.items),
+    }
+}
+
+async fn gpu_operator_validated(cluster: &Cluster) -> Vec<String> {
+    use crate::cluster::kind::gpu;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+    let validators: Api<Pod> = Api::namespaced(cluster.client.clone(), gpu::OPERATOR_NAMESPACE);
+    let params = kube::api::ListParams::default();
+    match (
+        nodes.list(&params).await,
+        validators
+            .list(&params.clone().labels(gpu::VALIDATOR_SELECTOR))
+            .await,
+    ) {
+        (Ok(nodes), Ok(pods)) => gpu::validated(&nodes.items, &pods.items),
+        (Err(e), _) => vec![format!("cannot list nodes: {e}")],
+        (_, Err(e)) => vec![format!(
+            "cannot list the GPU operator's validators in {}: {e}",
+            gpu::OPERATOR_NAMESPACE
+        )],
+    }
+}
+
+/// The claims each platform statefulset's templates make (`<template>-<set>-<ordinal>`) must be
+/// Bound, on the default StorageClass.
+async fn claims_bound(cluster: &Cluster, config: &Config) -> Vec<String> {
+    let ns = &config.namespace;
+    let sets: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), ns);
+    let classes: Api<StorageClass> = Api::all(cluster.client.clone());
+    let default = classes
+        .list(&kube::api::ListParams::default())
+        .await
+        .ok()
+        .and_then(|l| l.items.into_iter().find(is_default))
+        .and_then(|c| c.metadata.name);
+    let mut names = vec![platform::NATS];
+    if config.dynamo_version.profile().platform_etcd {
+        names.push(platform::ETCD);
+    }
+    let mut problems = Vec::new();
+    for name in names {
+        let set = match read_named(&sets, "statefulset", ns, name).await {
+            Ok(set) => set,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        let spec = set.spec.unwrap_or_default();
+        let templates = spec.volume_claim_templates.unwrap_or_default();
+        if templates.is_empty() {
+            problems.push(format!(
+                "statefulset {ns}/{name} keeps its data in no claim (no volumeClaimTemplates)"
+            ));
+        }
+        for template in templates {
+            let template_name = template.metadata.name.unwrap_or_default();
+            for ordinal in 0..spec.replicas.unwrap_or(1) {
+                let claim = format!("{template_name}-{name}-{ordinal}");
+                match claims.get_opt(&claim).await {
+                    Err(e) => problems.push(format!("cannot read claim {ns}/{claim}: {e}")),
+                    Ok(None) => problems.push(format!("claim {ns}/{claim} does not exist")),
+                    Ok(Some(c)) => {
+                        let phase = c.status.and_then(|s| s.phase).unwrap_or_default();
+                        let class = c.spec.and_then(|s| s.storage_class_name);
+                        if phase != "Bound" {
+                            problems.push(format!("claim {ns}/{claim} is {phase}, not Bound"));
+                        }
+                        if class != default {
+                            problems.push(format!(
+                                "claim {ns}/{claim} is on class {class:?}, not the default {default:?}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
 
 async fn provisioner_available(cluster: &Cluster) -> Vec<String> {
@@ -245,12 +399,23 @@ async fn provisioner_available(cluster: &Cluster) -> Vec<String> {
             storage::DEPLOYMENT
         )],
         Ok(d) if storage::deployment_available(d.as_ref()) => Vec::new(),
-        Ok(d) => vec![format!(
-            "deployment {}/{} is not available: {}",
-            storage::NAMESPACE,
-            storage::DEPLOYMENT,
-            storage::describe_deployment(d.as_ref())
-        )],
+        Ok(d) => {
+            let mut problems = vec![format!(
+                "deployment {}/{} is not available: {}",
+                storage::NAMESPACE,
+                storage::DEPLOYMENT,
+                storage::describe_deployment(d.as_ref())
+            )];
+            problems.extend(
+                crate::k8s::pods::explain(
+                    &cluster.client,
+                    storage::NAMESPACE,
+                    "app=local-path-provisioner",
+                )
+                .await,
+            );
+            problems
+        }
     }
 }
 
@@ -389,6 +554,8 @@ async fn operator_available(cluster: &Cluster, config: &Config) -> Vec<String> {
                     platform::OPERATOR,
                     storage::describe_deployment(Some(&d))
                 ));
+                let selector = platform::workload_selector(cluster, ns, platform::OPERATOR).await;
+                problems.extend(crate::k8s::pods::explain(&cluster.client, ns, &selector).await);
             }
             let containers: Vec<String> = d
                 .spec
@@ -418,10 +585,15 @@ async fn etcd_and_nats_running(cluster: &Cluster, config: &Config) -> Vec<String
         match api.get_opt(name).await {
             Err(e) => problems.push(format!("cannot read statefulset {name}: {e}")),
             Ok(set) if platform::statefulset_ready(set.as_ref()) => {}
-            Ok(set) => problems.push(format!(
-                "statefulset {name} is not ready: {}",
-                platform::describe_statefulset(set.as_ref())
-            )),
+            Ok(set) => {
+                problems.push(format!(
+                    "statefulset {name} is not ready: {}",
+                    platform::describe_statefulset(set.as_ref())
+                ));
+                let ns = &config.namespace;
+                let selector = platform::workload_selector(cluster, ns, name).await;
+                problems.extend(crate::k8s::pods::explain(&cluster.client, ns, &selector).await);
+            }
         }
     }
     problems
@@ -519,7 +691,8 @@ async fn pvc_binds(cluster: &Cluster, config: &Config) -> Vec<String> {
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "use", "image": "busybox:1.36", "command": ["sh", "-c", "touch /data/ok && sleep 5"],
+            "containers": [{"name": "use", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                            "command": ["sh", "-c", "touch /data/ok && ls /data/ok"],
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": name}}]
         }
@@ -557,6 +730,40 @@ async fn pvc_binds(cluster: &Cluster, config: &Config) -> Vec<String> {
         .await;
         if let Err(e) = bound {
             problems.push(e.to_string());
+        } else {
+            // Bound is the provisioner's half; the kubelet's half is the pod writing to it.
+            let wrote = wait::until(
+                &cluster.client,
+                wait::Wait {
+                    api: pods.clone(),
+                    name: &name,
+                    namespace: Some(ns),
+                    condition: "done writing to the claim",
+                    timeout: config.ready_timeout.min(Duration::from_secs(180)),
+                },
+                |p: Option<&Pod>| {
+                    matches!(
+                        p.and_then(|p| p.status.as_ref())
+                            .and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+                },
+                |p: Option<&Pod>| p.map(crate::k8s::pods::describe).unwrap_or_default(),
+            )
+            .await;
+            match wrote {
+                Err(e) => problems.push(e.to_string()),
+                Ok(pod)
+                    if pod.status.as_ref().and_then(|s| s.phase.as_deref())
+                        != Some("Succeeded") =>
+                {
+                    problems.push(format!(
+                        "the pod could not write to the bound claim: {}",
+                        crate::k8s::pods::describe(&pod)
+                    ));
+                }
+                Ok(_) => {}
+            }
         }
     }
     let _ = pods.delete(&name, &DeleteParams::default()).await;

@@ -150,36 +150,9 @@ fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
 }
 
-/// A pod's phase and each waiting or terminated container's reason, one line.
+/// A pod as a failure names it (phase, readiness, its containers' kubelet reasons).
 pub fn pod_state(pod: &Pod) -> String {
-    let status = pod.status.clone().unwrap_or_default();
-    let mut parts = vec![status.phase.unwrap_or_else(|| "Pending".into())];
-    for c in status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-    {
-        let state = c.state.clone().unwrap_or_default();
-        if let Some(w) = state.waiting {
-            parts.push(format!(
-                "{} waiting: {} {}",
-                c.name,
-                w.reason.unwrap_or_default(),
-                w.message.unwrap_or_default()
-            ));
-        } else if let Some(t) = state.terminated
-            && t.exit_code != 0
-        {
-            parts.push(format!(
-                "{} exited {}: {}",
-                c.name,
-                t.exit_code,
-                t.reason.unwrap_or_default()
-            ));
-        }
-    }
-    parts.join("; ")
+    crate::k8s::pods::describe(pod)
 }
 
 /// The gate's pod: asks for one GPU under RuntimeClass `nvidia` and prints what it sees.
