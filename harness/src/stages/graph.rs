@@ -93,6 +93,25 @@ pub fn fit_requests(graph: &mut Value, room: NodeRoom) -> Vec<String> {
     notes
 }
 
+/// [`fit_requests`] to the smallest GPU node of the cluster; a note saying what changed, if anything.
+pub async fn fit_to_gpu_nodes(
+    client: &Client,
+    graph: &mut Value,
+) -> Result<Option<String>, K8sError> {
+    let Some(room) = gpu_node_room(client).await? else {
+        return Ok(None);
+    };
+    let fitted = fit_requests(graph, room);
+    Ok((!fitted.is_empty()).then(|| {
+        format!(
+            "requests fitted to the simulated GPU nodes ({} CPU, {} allocatable; limits as the guide sets them, so the pods are Burstable): {}",
+            crate::k8s::quantity::format_millicores(room.cpu_millis),
+            crate::k8s::quantity::format_mebibytes(room.memory_bytes),
+            fitted.join(", ")
+        )
+    }))
+}
+
 /// The smallest allocatable CPU and memory among the nodes that carry GPUs.
 async fn gpu_node_room(client: &Client) -> Result<Option<NodeRoom>, K8sError> {
     use crate::k8s::quantity;
@@ -298,19 +317,12 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         ));
     } else {
         let mut graph = manifest(config).map_err(&fail)?;
-        if cluster.provider == crate::config::ProviderKind::Kind
-            && cluster.offline()
-            && let Some(room) = gpu_node_room(&cluster.client).await.map_err(&fail)?
-        {
-            let fitted = fit_requests(&mut graph, room);
-            if !fitted.is_empty() {
-                notes.push(format!(
-                    "requests fitted to the simulated GPU nodes ({} CPU, {} allocatable; limits as the guide sets them, so the pods are Burstable): {}",
-                    crate::k8s::quantity::format_millicores(room.cpu_millis),
-                    crate::k8s::quantity::format_mebibytes(room.memory_bytes),
-                    fitted.join(", ")
-                ));
-            }
+        if cluster.provider == crate::config::ProviderKind::Kind && cluster.offline() {
+            notes.extend(
+                fit_to_gpu_nodes(&cluster.client, &mut graph)
+                    .await
+                    .map_err(&fail)?,
+            );
         }
         apply::apply_objects(
             &cluster.client,

@@ -1,0 +1,383 @@
+//! Field failures on the kind provider's real kubelets: each is injected into the shared kind
+//! cluster, the matching case fails with the kubelet's own reason, and the cluster is restored.
+//!
+//! The faults are the ones users hit (`../shared/design/FACTS.md` §7): the platform's etcd image
+//! gone from its registry (ai-dynamo/dynamo#2806), the `hf-token-secret` never created, a frontend
+//! image without `jq` for the guide's readiness probe (#3726), and a hung worker that only its
+//! liveness probe catches. The broken state is judged with `run --check-only` (the suite applies
+//! nothing, so it sees the cluster as the fault left it); a normal run then heals it.
+//! They break the shared kind graph, so `harness/test.sh` runs this binary on its own, one test at
+//! a time, after the conformance runs.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::cluster::kind::{self, KindCluster};
+use harness::config::{Config, ConfigLayer};
+use harness::images::catalog;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{Api, AttachParams, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dynamo-conformance");
+/// How long a fault may take to show (an image pull backing off, a probe's initial delay of 60 s).
+const SHOW_BOUND: Duration = Duration::from_secs(300);
+const NAMESPACE: &str = "dynamo-cloud";
+
+fn config() -> Config {
+    Config::load(
+        ConfigLayer {
+            provider: Some("kind".into()),
+            ..ConfigLayer::default()
+        },
+        None,
+    )
+    .expect("the test's configuration loads")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Runs one case by exact name on the kind provider; its exit code and output.
+fn case(name: &str, check_only: bool) -> (i32, String) {
+    let mut command = Command::new(BIN);
+    command.args(["run", "--provider", "kind", "--exact", name]);
+    if check_only {
+        command.arg("--check-only");
+    }
+    let out = command.output().expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Runs `name` normally (applying what it needs) and insists it passes: the shared cluster is whole.
+fn healed(name: &str) {
+    let (code, output) = case(name, false);
+    assert_eq!(
+        code, 0,
+        "{name} did not pass on a healed cluster:\n{output}"
+    );
+}
+
+/// The kind cluster (brought up by the first normal run) and a client for it.
+async fn cluster(config: &Config) -> (KindCluster, Client) {
+    let cluster = kind::status(config)
+        .await
+        .expect("the kind cluster's status")
+        .expect("a kind cluster is up");
+    let client = kind::client(&cluster).await.expect("a client");
+    (cluster, client)
+}
+
+/// Polls (every second, bounded) until `check` returns `Some`; its value, or a panic naming `what`.
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            started.elapsed() < SHOW_BOUND,
+            "{what} did not happen within {SHOW_BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The waiting reason of the first container of the pods matching `selector` that has one.
+async fn waiting_reason(pods: &Api<Pod>, selector: &str) -> Option<String> {
+    let listed = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .ok()?;
+    listed.items.iter().find_map(|p| {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+    })
+}
+
+/// The kind node containers, by name.
+fn node_containers() -> Vec<String> {
+    ["control-plane", "worker", "worker2"]
+        .iter()
+        .map(|n| format!("{}-{n}", kind::CLUSTER_NAME))
+        .collect()
+}
+
+#[test]
+fn a_missing_etcd_image_fails_the_platform_with_image_pull_back_off() {
+    let config = config();
+    healed("guide::platform::etcd_and_nats_running");
+    let image = "bitnami/etcd:3.5.18-debian-12-r5";
+    let rt = runtime();
+    rt.block_on(async {
+        let (cluster, client) = cluster(&config).await;
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let scale = |n: i32| serde_json::json!({"spec": {"replicas": n}});
+        sets.patch(
+            "dynamo-platform-etcd",
+            &PatchParams::default(),
+            &Patch::Merge(scale(0)),
+        )
+        .await
+        .expect("scale etcd down");
+        until("etcd-0 gone", || async {
+            pods.get_opt("dynamo-platform-etcd-0")
+                .await
+                .ok()
+                .and_then(|p| p.is_none().then_some(()))
+        })
+        .await;
+        // The image disappears from every node, as it disappeared from Docker Hub.
+        for node in node_containers() {
+            let _ = Command::new("docker")
+                .args(["exec", &node, "crictl", "rmi", image])
+                .output();
+        }
+        sets.patch(
+            "dynamo-platform-etcd",
+            &PatchParams::default(),
+            &Patch::Merge(scale(1)),
+        )
+        .await
+        .expect("scale etcd up");
+        let reason = until("etcd's image pull failing", || async {
+            waiting_reason(&pods, "app.kubernetes.io/name=etcd")
+                .await
+                .filter(|r| r == "ImagePullBackOff" || r == "ErrImagePull")
+        })
+        .await;
+        let (code, output) = case("guide::platform::etcd_and_nats_running", true);
+        assert_eq!(code, 1, "the case passed without its etcd image:\n{output}");
+        assert!(
+            output.contains("ImagePullBackOff") || output.contains("ErrImagePull"),
+            "the failure does not name the kubelet's {reason}:\n{output}"
+        );
+        assert!(
+            output.contains(image),
+            "the failure does not name the image:\n{output}"
+        );
+        kind::load(&cluster, &config.cache_dir, &[image.to_string()])
+            .await
+            .expect("the image loads again");
+        pods.delete("dynamo-platform-etcd-0", &DeleteParams::default())
+            .await
+            .expect("restart etcd-0");
+    });
+    healed("guide::platform::etcd_and_nats_running");
+}
+
+#[test]
+fn a_missing_hf_token_secret_fails_the_graph_with_create_container_config_error() {
+    let config = config();
+    healed("guide::graph::ready");
+    let rt = runtime();
+    rt.block_on(async {
+        let (_, client) = cluster(&config).await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        secrets
+            .delete("hf-token-secret", &DeleteParams::default())
+            .await
+            .expect("delete the secret");
+        let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+        pods.delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(selector),
+        )
+        .await
+        .expect("delete the decode worker's pod");
+        until("the new decode pod failing its configuration", || async {
+            waiting_reason(&pods, selector)
+                .await
+                .filter(|r| r == "CreateContainerConfigError")
+        })
+        .await;
+        let (code, output) = case("guide::graph::component_pods", true);
+        assert_eq!(code, 1, "the case passed without the secret:\n{output}");
+        assert!(
+            output.contains("CreateContainerConfigError")
+                && output.contains("secret \"hf-token-secret\" not found"),
+            "the failure does not carry the kubelet's reason:\n{output}"
+        );
+        let (code, output) = case("guide::secret::hf_token_secret", true);
+        assert_eq!(code, 1, "{output}");
+        assert!(
+            output.contains("secret dynamo-cloud/hf-token-secret does not exist"),
+            "{output}"
+        );
+    });
+    healed("guide::graph::ready");
+}
+
+#[test]
+fn a_frontend_image_without_jq_leaves_the_graph_pending_with_the_probes_output() {
+    let config = config();
+    healed("guide::graph::ready");
+    let rt = runtime();
+    rt.block_on(async {
+        let (cluster, client) = cluster(&config).await;
+        let nojq = format!(
+            "{}:{}{}",
+            catalog::RUNTIME_REPOSITORY,
+            config.dynamo_version,
+            catalog::WITHOUT_JQ
+        );
+        kind::load(&cluster, &config.cache_dir, std::slice::from_ref(&nojq))
+            .await
+            .expect("the image without jq loads");
+        // A fresh graph whose frontend image lacks jq, as in the field report.
+        let graphs: Api<harness::k8s::kinds::DynamoGraphDeployment> =
+            Api::namespaced(client.clone(), NAMESPACE);
+        graphs
+            .delete(harness::stages::graph::GRAPH, &DeleteParams::foreground())
+            .await
+            .expect("delete the graph");
+        until("the graph gone", || async {
+            graphs
+                .get_opt(harness::stages::graph::GRAPH)
+                .await
+                .ok()
+                .and_then(|g| g.is_none().then_some(()))
+        })
+        .await;
+        let mut graph = harness::stages::graph::manifest(&config).expect("the guide's graph");
+        harness::stages::graph::fit_to_gpu_nodes(&client, &mut graph)
+            .await
+            .expect("fit the graph to the nodes");
+        graph["spec"]["services"]["Frontend"]["extraPodSpec"]["mainContainer"]["image"] =
+            nojq.clone().into();
+        harness::k8s::apply::apply_objects(&client, "fault/no-jq", vec![graph], NAMESPACE, "graph")
+            .await
+            .expect("apply the graph");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let frontend = until("the new frontend pod", || async {
+            pods.list(
+                &ListParams::default().labels("nvidia.com/selector=vllm-v1-disagg-router-frontend"),
+            )
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+        })
+        .await;
+        let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
+        let probe = until("the new frontend's readiness probe failing", || async {
+            events
+                .list(
+                    &ListParams::default()
+                        .fields(&format!("involvedObject.name={frontend},reason=Unhealthy")),
+                )
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|e| e.message)
+                .find(|m| m.contains("jq"))
+        })
+        .await;
+        let (code, output) = case("guide::graph::ready", true);
+        assert_eq!(code, 1, "the graph counted as ready without jq:\n{output}");
+        assert!(
+            output.contains("Readiness probe failed") && output.contains("jq"),
+            "the failure does not carry the probe's output ({probe}):\n{output}"
+        );
+        assert!(
+            output.contains("vllm-v1-disagg-router-frontend"),
+            "the failure does not name the frontend:\n{output}"
+        );
+    });
+    healed("guide::graph::ready");
+}
+
+#[test]
+fn a_hung_worker_is_restarted_by_its_liveness_probe() {
+    let config = config();
+    healed("guide::graph::ready");
+    let rt = runtime();
+    rt.block_on(async {
+        let (_, client) = cluster(&config).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+        let pod = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list the decode pods")
+            .items
+            .into_iter()
+            .next()
+            .expect("a decode pod");
+        let name = pod.name_any();
+        let restarts = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
+        };
+        let before = restarts(&pod);
+        // Stop (not kill) the worker: its process stays, its /live stops answering.
+        let mut stop = pods
+            .exec(
+                &name,
+                ["pkill", "-STOP", "-f", "dynamo.mocker"],
+                &AttachParams::default().stderr(true).stdout(true),
+            )
+            .await
+            .expect("exec into the decode pod");
+        let status = stop
+            .take_status()
+            .expect("an exec status")
+            .await
+            .expect("the exec ends");
+        assert_eq!(
+            status.status.as_deref(),
+            Some("Success"),
+            "could not stop the worker: {status:?}"
+        );
+        let after = until("the kubelet restarting the hung worker", || async {
+            pods.get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .map(|p| restarts(&p))
+                .filter(|r| *r > before)
+        })
+        .await;
+        let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
+        let said: Vec<String> = events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .expect("list the pod's events")
+            .items
+            .into_iter()
+            .filter_map(|e| Some(format!("{}: {}", e.reason?, e.message?)))
+            .collect();
+        assert!(
+            said.iter()
+                .any(|e| e.starts_with("Unhealthy: Liveness probe failed")),
+            "restarts {before} -> {after}, but no liveness failure among {said:?}"
+        );
+    });
+    healed("guide::workers::decode_health");
+}
