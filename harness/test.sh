@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The project's tests under cargo nextest: unit tables, the command line against the fault
-# server, and the conformance suite on the local provider (a real control plane, kwok pods backed
-# by real Dynamo processes) for each supported release.
+# server, the conformance suite on the local provider (a real control plane, kwok pods backed by
+# real Dynamo processes) for each supported release, then the same suite on the kind provider
+# (real kubelets in Docker, GPUs simulated) and the field failures only real kubelets show.
 # Installs cargo-nextest when missing; the harness builds the control plane (Go module proxy),
-# installs Dynamo (PyPI) and etcd/NATS (Debian) on first use and caches them under
-# ~/.cache/dynamo-conformance.
+# installs Dynamo (PyPI) and etcd/NATS (Debian), builds the kind node and images (Debian, the Go
+# module proxy, PyPI) and starts Docker when it is installed, all on first use, and caches them
+# under ~/.cache/dynamo-conformance.
+# DYNAMO_CONFORMANCE_SKIP_KIND=1 leaves the kind provider out (a machine without Docker); the
+# summary says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,23 +20,36 @@ fi
 profile=${NEXTEST_PROFILE:-default}
 junit_dir=target/nextest/$profile
 status=0
+keep() { [ -f "$junit_dir/junit.xml" ] && mv "$junit_dir/junit.xml" "$junit_dir/$1" || true; }
 
-# Everything, with the conformance suite on the guide's release.
+# Everything but the fault tests, with the conformance suite on the guide's release.
 DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1 cargo nextest run --workspace --profile "$profile" \
-  -E 'not binary(faults)' || status=$?
-[ -f "$junit_dir/junit.xml" ] && mv "$junit_dir/junit.xml" "$junit_dir/junit-dynamo-0.4.1.xml"
+  -E 'not (binary(faults) | binary(kind))' || status=$?
+keep junit-dynamo-0.4.1.xml
 
 # The conformance suite again, on the newest release.
 DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.6.1 cargo nextest run --test conformance --profile "$profile" || status=$?
-[ -f "$junit_dir/junit.xml" ] && mv "$junit_dir/junit.xml" "$junit_dir/junit-dynamo-1.6.1.xml"
+keep junit-dynamo-1.6.1.xml
 
-# Faults injected mid-run (a killed frontend process, a deleted worker pod), on their own: they
-# break the shared graph, which heals before the next run.
+# Faults injected mid-run on the local provider (a killed frontend process, a deleted worker
+# pod), on their own: they break the shared graph, which heals before the next run.
 DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.6.1 cargo nextest run --test faults --profile "$profile" || status=$?
-[ -f "$junit_dir/junit.xml" ] && mv "$junit_dir/junit.xml" "$junit_dir/junit-faults.xml"
-
-# The local cluster (and its agent and Dynamo processes) stays up between runs of the suite;
-# the tests leave none behind.
+keep junit-faults.xml
+# The local cluster (its agent and Dynamo processes) stays up between runs of the suite; the
+# tests leave none behind.
 target/debug/dynamo-conformance local down >/dev/null 2>&1 || true
+
+if [ "${DYNAMO_CONFORMANCE_SKIP_KIND:-}" = 1 ]; then
+  echo "test.sh: SKIPPED the kind provider's conformance run and field failures (DYNAMO_CONFORMANCE_SKIP_KIND=1)"
+else
+  # The guide on real kubelets, then the field failures only they show.
+  DYNAMO_CONFORMANCE_PROVIDER=kind DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1 \
+    cargo nextest run --test conformance --profile "$profile" || status=$?
+  keep junit-kind-0.4.1.xml
+  DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1 cargo nextest run --test kind --profile "$profile" || status=$?
+  keep junit-kind-faults.xml
+  # The kind cluster costs CPU while it runs; a Docker engine the suite started is stopped too.
+  target/debug/dynamo-conformance kind down || true
+fi
 
 exit "$status"

@@ -381,3 +381,71 @@ fn a_hung_worker_is_restarted_by_its_liveness_probe() {
     });
     healed("guide::workers::decode_health");
 }
+
+/// The runtime images as built, in throwaway containers (testcontainers): `dynamo.vllm` says its
+/// engine is simulated and becomes the mocker in the release's role; the guide's readiness probe
+/// (`… | jq -e '.status == "healthy"'`) runs in the image, and fails in the variant without jq
+/// exactly as it does in the field.
+#[test]
+fn the_runtime_images_run_the_mocker_and_carry_the_probes_tools() {
+    use testcontainers::core::{CmdWaitFor, ExecCommand, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+    let config = config();
+    let up = Command::new(BIN)
+        .args(["kind", "up"])
+        .output()
+        .expect("the binary runs");
+    assert!(up.status.success(), "kind up failed: {up:?}");
+    let tag = config.dynamo_version.to_string();
+    let roles = config
+        .dynamo_version
+        .profile()
+        .mocker_roles
+        .args(true, "dynamo");
+    runtime().block_on(async {
+        let worker = GenericImage::new(catalog::RUNTIME_REPOSITORY, tag.as_str())
+            .with_wait_for(WaitFor::message_on_stdout("SIMULATED ENGINE"))
+            .with_cmd([
+                "python3",
+                "-m",
+                "dynamo.vllm",
+                "--model",
+                "Qwen/Qwen3-0.6B",
+                "--is-prefill-worker",
+            ])
+            .start()
+            .await
+            .expect("the worker container starts and announces its engine");
+        let said = String::from_utf8_lossy(&worker.stdout_to_vec().await.unwrap_or_default())
+            .into_owned();
+        assert!(
+            said.contains(&format!("as the prefill worker of Dynamo {tag}"))
+                && said.contains(&format!("-m dynamo.mocker --model-path /opt/dynamo-conformance/model --model-name Qwen/Qwen3-0.6B {}", roles.join(" "))),
+            "{said}"
+        );
+        let probe = r#"echo '{"status":"healthy"}' | jq -e '.status == "healthy"' && curl --version >/dev/null"#;
+        for (variant, code) in [(tag.clone(), 0), (format!("{tag}{}", catalog::WITHOUT_JQ), 127)] {
+            let container = GenericImage::new(catalog::RUNTIME_REPOSITORY, variant.as_str())
+                .with_cmd(["sleep", "600"])
+                .start()
+                .await
+                .expect("the container starts");
+            let mut result = container
+                .exec(
+                    ExecCommand::new(["sh", "-c", probe])
+                        .with_cmd_ready_condition(CmdWaitFor::exit()),
+                )
+                .await
+                .expect("the probe runs");
+            let exit = result.exit_code().await.expect("an exit code");
+            let stderr =
+                String::from_utf8_lossy(&result.stderr_to_vec().await.unwrap_or_default())
+                    .into_owned();
+            assert_eq!(exit, Some(code), "{variant}: {stderr}");
+            if code != 0 {
+                assert!(stderr.contains("jq: not found"), "{variant}: {stderr}");
+            }
+        }
+    });
+}

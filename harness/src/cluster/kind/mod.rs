@@ -486,6 +486,15 @@ pub async fn load_images(
         return Ok(Vec::new());
     }
     let engine = docker::ensure(&config.cache_dir).await?;
+    // One process builds and loads at a time (nextest runs cases as parallel processes).
+    let lock_path = dir(&config.cache_dir).join("images.lock");
+    let _lock = tokio::task::block_in_place(|| {
+        crate::dynamo::lock::FileLock::exclusive(&lock_path, Duration::from_secs(1800))
+    })
+    .map_err(|e| CommandError {
+        what: "take the kind images lock".into(),
+        detail: e.to_string(),
+    })?;
     let (cache, exe_path, release) = (
         config.cache_dir.clone(),
         exe.to_path_buf(),
