@@ -245,6 +245,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// A runtime for work that blocks some threads (builds, kind) while others watch the cluster.
+fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(exit::ENVIRONMENT, format!("cannot start a runtime: {e}")))
+}
+
 /// The operator image's `/manager`: the stand-in operator in its pod.
 fn manager() -> ExitCode {
     use harness::operator::manager;
@@ -252,13 +261,9 @@ fn manager() -> ExitCode {
         Ok(args) => args,
         Err(e) => return fail(exit::BAD_INPUT, e.to_string().lines().next().unwrap_or("")),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime() {
         Ok(r) => r,
-        Err(e) => return fail(exit::ENVIRONMENT, format!("cannot start a runtime: {e}")),
+        Err(code) => return code,
     };
     match runtime.block_on(manager::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -577,13 +582,9 @@ fn kind_command(command: KindCommand) -> ExitCode {
         Ok(exe) => exe,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime() {
         Ok(r) => r,
-        Err(e) => return fail(exit::ENVIRONMENT, format!("cannot start a runtime: {e}")),
+        Err(code) => return code,
     };
     let print = |cluster: &kind::KindCluster| {
         println!(

@@ -60,6 +60,13 @@ fn case(name: &str, check_only: bool) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// Prints the lines of `output` that carry `needle` (evidence, shown with `--no-capture`).
+fn show(what: &str, output: &str, needle: &str) {
+    for line in output.lines().filter(|l| l.contains(needle)) {
+        println!("{what}: {}", line.trim());
+    }
+}
+
 /// Runs `name` normally (applying what it needs) and insists it passes: the shared cluster is whole.
 fn healed(name: &str) {
     let (code, output) = case(name, false);
@@ -176,6 +183,7 @@ fn a_missing_etcd_image_fails_the_platform_with_image_pull_back_off() {
             output.contains(image),
             "the failure does not name the image:\n{output}"
         );
+        show("missing etcd image", &output, "ImagePull");
         kind::load(&cluster, &config.cache_dir, &[image.to_string()])
             .await
             .expect("the image loads again");
@@ -219,6 +227,7 @@ fn a_missing_hf_token_secret_fails_the_graph_with_create_container_config_error(
                 && output.contains("secret \"hf-token-secret\" not found"),
             "the failure does not carry the kubelet's reason:\n{output}"
         );
+        show("missing secret", &output, "CreateContainerConfigError");
         let (code, output) = case("guide::secret::hf_token_secret", true);
         assert_eq!(code, 1, "{output}");
         assert!(
@@ -307,6 +316,7 @@ fn a_frontend_image_without_jq_leaves_the_graph_pending_with_the_probes_output()
             output.contains("vllm-v1-disagg-router-frontend"),
             "the failure does not name the frontend:\n{output}"
         );
+        show("frontend without jq", &output, "jq");
     });
     healed("guide::graph::ready");
 }

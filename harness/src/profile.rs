@@ -109,6 +109,22 @@ pub struct Profile {
     /// 0.4.x's mocker is aggregated only and serves a named endpoint; 1.x's takes a
     /// disaggregation mode (seen here running each release's `dynamo.mocker --help`).
     pub mocker_roles: MockerRoles,
+    /// How the release line's processes find each other on Kubernetes, as its operator sets it up.
+    pub discovery: Discovery,
+}
+
+/// How a release line's frontend and workers find each other on Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// etcd and NATS from the platform (`ETCD_ENDPOINTS`, `NATS_SERVER`): Dynamo 0.4.x.
+    EtcdAndNats,
+    /// The Kubernetes API (Dynamo 1.x, the operator's default): each process writes a
+    /// `DynamoWorkerMetadata` named after its pod and watches the EndpointSlices labelled
+    /// `nvidia.com/dynamo-discovery-enabled=true`; the operator gives every component such a
+    /// Service, the pod identity (`POD_NAME`, `POD_NAMESPACE`, `POD_UID`) and a ServiceAccount
+    /// allowed to do both (ai-dynamo/dynamo `deploy/operator/internal/discovery/resource.go`,
+    /// `lib/runtime/src/discovery/kube/daemon.rs`).
+    Kubernetes,
 }
 
 /// The mocker's arguments, per worker role.
@@ -147,6 +163,7 @@ impl Profile {
             decode: &["--endpoint", "dyn://{namespace}.backend.generate"],
             prefill: &["--endpoint", "dyn://{namespace}.prefill.generate"],
         },
+        discovery: Discovery::EtcdAndNats,
     };
 
     /// Dynamo 1.x.
@@ -165,6 +182,7 @@ impl Profile {
             decode: &["--disaggregation-mode", "decode"],
             prefill: &["--disaggregation-mode", "prefill"],
         },
+        discovery: Discovery::Kubernetes,
     };
 
     /// Every concrete profile, oldest first.

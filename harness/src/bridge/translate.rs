@@ -363,6 +363,8 @@ pub fn launch(
             for var in crate::dynamo::deployment::LOOPBACK_HOSTS_1X {
                 env_set(&mut env, var, "127.0.0.1");
             }
+            // The operator's Kubernetes discovery needs real pods; the bridge's processes share files.
+            env_set(&mut env, "DYN_DISCOVERY_BACKEND", "file");
             crate::dynamo::deployment::PLANES_1X
                 .map(String::from)
                 .to_vec()

@@ -111,8 +111,17 @@ impl Cluster {
             }
             _ => "",
         };
+        let never_run = match self.provider {
+            ProviderKind::Kind if self.simulation.gpus.is_some() => {
+                "; never run on this project's machines: kind's GPU path (the published node image, the NVIDIA container toolkit in the workers, the GPU operator, nvidia-smi in a pod), for want of a GPU"
+            }
+            ProviderKind::Kind => {
+                "; this is kind's GPU path, which this project's own machines (no GPU) have never run"
+            }
+            _ => "",
+        };
         format!(
-            "real: {real}; simulated: {}{stand_ins}",
+            "real: {real}; simulated: {}{stand_ins}{never_run}",
             self.simulation.describe()
         )
     }

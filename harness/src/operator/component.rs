@@ -27,6 +27,25 @@ fn env(name: &str, value: &str) -> Value {
     json!({ "name": name, "value": value })
 }
 
+fn field_env(name: &str, path: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
+}
+
+/// The labels that put a component's pods into Kubernetes discovery (1.x): the Service carries
+/// them, and the EndpointSlice controller copies them onto the slices the processes watch.
+pub const DISCOVERY_LABELS: [(&str, &str); 2] = [
+    ("nvidia.com/dynamo-discovery-backend", "kubernetes"),
+    ("nvidia.com/dynamo-discovery-enabled", "true"),
+];
+
+/// Whether the component gets the release line's Kubernetes discovery (1.x).
+fn kube_discovery(dcd: &DynamoComponentDeployment) -> bool {
+    super::release_of(dcd.metadata.annotations.as_ref())
+        .profile()
+        .discovery
+        == crate::profile::Discovery::Kubernetes
+}
+
 fn http_probe(path: &str, port: &str, period: u32, timeout: u32, failures: u32) -> Value {
     json!({
         "httpGet": { "path": path, "port": port },
@@ -98,6 +117,11 @@ pub fn pod_labels(dcd: &DynamoComponentDeployment) -> Map<String, Value> {
     if let Some(extra) = dcd.spec["extraPodMetadata"]["labels"].as_object() {
         labels.extend(extra.clone());
     }
+    if kube_discovery(dcd) {
+        for (k, v) in DISCOVERY_LABELS {
+            labels.insert(k.into(), v.into());
+        }
+    }
     labels
 }
 
@@ -141,6 +165,12 @@ fn main_container(dcd: &DynamoComponentDeployment, platform: &PlatformEnv) -> Va
     }
     if let Some(etcd) = &platform.etcd {
         defaults.push(env("ETCD_ENDPOINTS", etcd));
+    }
+    if kube_discovery(dcd) {
+        defaults.push(field_env("POD_NAME", "metadata.name"));
+        defaults.push(field_env("POD_NAMESPACE", "metadata.namespace"));
+        defaults.push(field_env("POD_UID", "metadata.uid"));
+        defaults.push(env("DYN_DISCOVERY_BACKEND", "kubernetes"));
     }
     let mut container = Map::new();
     container.insert("name".into(), "main".into());
@@ -247,6 +277,12 @@ pub fn deployment(dcd: &DynamoComponentDeployment, platform: &PlatformEnv) -> Va
         "volumes".into(),
         json!([{ "name": "shared-memory", "emptyDir": { "medium": "Memory", "sizeLimit": "8Gi" } }]),
     );
+    if kube_discovery(dcd) {
+        pod.insert(
+            "serviceAccountName".into(),
+            super::graph::discovery_account(&parent_graph(dcd)).into(),
+        );
+    }
     if let Some(extra) = dcd.spec["extraPodSpec"].as_object() {
         for (key, value) in extra {
             if key != "mainContainer" && !value.is_null() {
@@ -276,11 +312,18 @@ pub fn deployment(dcd: &DynamoComponentDeployment, platform: &PlatformEnv) -> Va
     })
 }
 
-/// The frontend's Service (port `http`, 8000); other component types get none.
+/// The component's Service: the frontend's (port `http`, 8000) always; under Kubernetes discovery
+/// (1.x) every component's, a worker's on its `system` port 9090, labelled for discovery.
 pub fn service(dcd: &DynamoComponentDeployment) -> Option<Value> {
-    if dcd.spec["componentType"].as_str() != Some("frontend") {
-        return None;
-    }
+    let port = match dcd.spec["componentType"].as_str() {
+        Some("frontend") => {
+            json!({ "name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP" })
+        }
+        _ if kube_discovery(dcd) => {
+            json!({ "name": "system", "port": SYSTEM_PORT, "targetPort": "system", "protocol": "TCP" })
+        }
+        _ => return None,
+    };
     let labels = pod_labels(dcd);
     Some(json!({
         "apiVersion": "v1",
@@ -293,7 +336,7 @@ pub fn service(dcd: &DynamoComponentDeployment) -> Option<Value> {
         },
         "spec": {
             "selector": labels,
-            "ports": [{ "name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP" }]
+            "ports": [port]
         }
     }))
 }
@@ -338,10 +381,17 @@ mod tests {
     use crate::operator::graph;
 
     fn guide_components() -> Vec<DynamoComponentDeployment> {
+        components_of_release(None)
+    }
+
+    fn components_of_release(release: Option<&str>) -> Vec<DynamoComponentDeployment> {
         let mut value: Value =
             serde_saphyr::from_str(include_str!("../../../fixtures/guide/disagg-graph.yaml"))
                 .unwrap();
         value["metadata"]["namespace"] = "dynamo-cloud".into();
+        if let Some(release) = release {
+            value["metadata"]["annotations"][crate::operator::RELEASE_ANNOTATION] = release.into();
+        }
         let g: DynamoGraphDeployment = serde_json::from_value(value).unwrap();
         graph::components(&g)
             .unwrap()
@@ -402,6 +452,75 @@ mod tests {
             "vllm-v1-disagg-router-vllmdecodeworker"
         );
         assert!(service(&guide_components()[1]).is_none());
+    }
+
+    #[test]
+    fn under_1x_every_component_joins_kubernetes_discovery() {
+        let components = components_of_release(Some("1.6.1"));
+        let worker = &components[1];
+        let d = deployment(worker, &PlatformEnv::default());
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["serviceAccountName"],
+            "vllm-v1-disagg-router-k8s-service-discovery"
+        );
+        let env = pod["containers"][0]["env"].as_array().unwrap();
+        let field = |name: &str| {
+            env.iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+        };
+        assert_eq!(field("POD_NAME"), Some(json!("metadata.name")));
+        assert_eq!(field("POD_NAMESPACE"), Some(json!("metadata.namespace")));
+        assert_eq!(field("POD_UID"), Some(json!("metadata.uid")));
+        assert!(env_of(&d).contains(&("DYN_DISCOVERY_BACKEND".into(), "kubernetes".into())));
+        let svc = service(worker).expect("a worker's Service under 1.x");
+        assert_eq!(svc["spec"]["ports"][0]["name"], "system");
+        assert_eq!(svc["spec"]["ports"][0]["port"], SYSTEM_PORT);
+        for (k, v) in DISCOVERY_LABELS {
+            assert_eq!(svc["metadata"]["labels"][k], v);
+            assert_eq!(d["spec"]["template"]["metadata"]["labels"][k], v);
+        }
+        // 0.4.1's rules: no discovery labels, no worker Service, no account.
+        let old = &guide_components()[1];
+        assert!(service(old).is_none());
+        let d = deployment(old, &PlatformEnv::default());
+        assert!(
+            d["spec"]["template"]["spec"]
+                .get("serviceAccountName")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_1x_graph_gets_the_discovery_account_and_role() {
+        let mut value: Value =
+            serde_saphyr::from_str(include_str!("../../../fixtures/guide/disagg-graph.yaml"))
+                .unwrap();
+        value["metadata"]["namespace"] = "dynamo-cloud".into();
+        let g: DynamoGraphDeployment = serde_json::from_value(value).unwrap();
+        let objects = graph::discovery_access(&g);
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
+        let rules = objects[1]["rules"].as_array().unwrap();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["resources"] == json!(["dynamoworkermetadatas"])
+                    && r["verbs"].as_array().unwrap().contains(&json!("create")))
+        );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["resources"] == json!(["endpointslices"]))
+        );
+        assert_eq!(
+            objects[2]["subjects"][0]["name"],
+            "vllm-v1-disagg-router-k8s-service-discovery"
+        );
     }
 
     #[test]

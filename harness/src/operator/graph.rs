@@ -54,6 +54,7 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
     let dynamo_ns = dynamo_namespace(&name, services)?;
     let graph_envs = graph.spec["envs"].as_array().cloned().unwrap_or_default();
     let uid = graph.metadata.uid.clone().unwrap_or_default();
+    let release = super::release_of(graph.metadata.annotations.as_ref());
     services
         .iter()
         .map(|(service, spec)| {
@@ -88,6 +89,7 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
                     "name": component_name(&name, service),
                     "namespace": namespace,
                     "labels": labels,
+                    "annotations": { super::RELEASE_ANNOTATION: release.as_str() },
                     "ownerReferences": [{
                         "apiVersion": "nvidia.com/v1alpha1",
                         "kind": "DynamoGraphDeployment",
@@ -101,6 +103,51 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
             }))
         })
         .collect()
+}
+
+/// The ServiceAccount `<graph>-k8s-service-discovery` and the Role and RoleBinding that let the
+/// graph's pods use Kubernetes discovery (1.x): read Endpoints, Pods and EndpointSlices, and
+/// manage `DynamoWorkerMetadata` (ai-dynamo/dynamo `deploy/operator/internal/discovery/resource.go`).
+pub fn discovery_access(graph: &DynamoGraphDeployment) -> Vec<Value> {
+    let name = graph.metadata.name.clone().unwrap_or_default();
+    let namespace = graph.metadata.namespace.clone().unwrap_or_default();
+    let account = discovery_account(&name);
+    let owner = json!([{
+        "apiVersion": "nvidia.com/v1alpha1",
+        "kind": "DynamoGraphDeployment",
+        "name": name,
+        "uid": graph.metadata.uid,
+        "controller": true,
+        "blockOwnerDeletion": true
+    }]);
+    let meta =
+        |object: &str| json!({ "name": object, "namespace": namespace, "ownerReferences": owner });
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(&account)}),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta(&format!("{account}-role")),
+            "rules": [
+                {"apiGroups": [""], "resources": ["endpoints", "pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["nvidia.com"], "resources": ["dynamoworkermetadatas"],
+                 "verbs": ["create", "get", "list", "watch", "update", "patch", "delete"]}
+            ]
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta(&format!("{account}-binding")),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{account}-role")},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+        }),
+    ]
+}
+
+/// The ServiceAccount of a graph's pods under Kubernetes discovery.
+pub fn discovery_account(graph: &str) -> String {
+    format!("{graph}-k8s-service-discovery")
 }
 
 /// The graph's status from its components' `(name, available)`: 0.4.1's `state` and `Ready` condition.

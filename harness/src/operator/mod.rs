@@ -26,6 +26,24 @@ use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment, condit
 
 /// The field manager of what the stand-in operator writes.
 pub const FIELD_MANAGER: &str = "dynamo-operator-stand-in";
+/// The annotation naming the Dynamo release whose operator rules a graph (and its components) get.
+pub const RELEASE_ANNOTATION: &str = crate::bridge::pod::VERSION_ANNOTATION;
+/// The environment variable that tells the in-cluster stand-in which release it stands in for
+/// (the chart sets it from the operator image's tag).
+pub const RELEASE_ENV: &str = "DYNAMO_OPERATOR_RELEASE";
+
+/// The release whose rules apply: the graph's annotation, else the operator's own release, else
+/// the guide's 0.4.1.
+pub fn release_of(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> crate::profile::DynamoVersion {
+    annotations
+        .and_then(|a| a.get(RELEASE_ANNOTATION))
+        .cloned()
+        .or_else(|| std::env::var(RELEASE_ENV).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::profile::DynamoVersion::V0_4_1)
+}
 
 /// Errors reconciling a graph or a component.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +96,22 @@ async fn apply(client: &Client, object: &Value) -> Result<(), OperatorError> {
             .patch(name, &params, &Patch::Apply(object))
             .await
             .map(drop),
+        "ServiceAccount" => {
+            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
+                .patch(name, &params, &Patch::Apply(object))
+                .await
+                .map(drop)
+        }
+        "Role" => Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns)
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+            .map(drop),
+        "RoleBinding" => {
+            Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns)
+                .patch(name, &params, &Patch::Apply(object))
+                .await
+                .map(drop)
+        }
         _ => Api::<Service>::namespaced(client.clone(), ns)
             .patch(name, &params, &Patch::Apply(object))
             .await
@@ -118,6 +152,12 @@ async fn reconcile_graph(
             return Ok(Action::await_change());
         }
     };
+    let release = release_of(graph.metadata.annotations.as_ref());
+    if release.profile().discovery == crate::profile::Discovery::Kubernetes {
+        for object in graph::discovery_access(&graph) {
+            apply(&ctx.client, &object).await?;
+        }
+    }
     let dcds: Api<DynamoComponentDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let mut readiness = Vec::new();
     for component in &components {

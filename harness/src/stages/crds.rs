@@ -38,7 +38,14 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         name: "dynamo-crds",
         chart: &chart,
         namespace: &config.namespace,
-        sets: Vec::new(),
+        sets: if local {
+            vec![format!(
+                "workerMetadata={}",
+                config.dynamo_version.profile().discovery == crate::profile::Discovery::Kubernetes
+            )]
+        } else {
+            Vec::new()
+        },
         owned: local,
     };
     let mut note = helm::install(cluster, release).await?;

@@ -28,6 +28,10 @@ pub const CRDS_CHART: LocalChart = LocalChart {
             include_str!("../../../fixtures/local/charts/dynamo-crds/Chart.yaml"),
         ),
         (
+            "values.yaml",
+            include_str!("../../../fixtures/local/charts/dynamo-crds/values.yaml"),
+        ),
+        (
             "templates/crds.yaml",
             include_str!("../../../fixtures/local/charts/dynamo-crds/templates/crds.yaml"),
         ),

@@ -17,19 +17,38 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
             "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and worker processes, \
              one per pod, started by the bridge from each pod's own command and environment and reached through kube-rs \
              port-forwards via the API server and kwok; Dynamo 0.4.x's etcd and NATS as local processes from Debian; \
-             stand-in: the Dynamo operator (the project's controller following 0.4.1's rules: its Go module is refused by this machine's proxy); \
+             stand-in: the Dynamo operator (the project's controller following the release line's rules: its Go module is refused by this machine's proxy); \
              simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
             cluster.version, config.dynamo_version
         ),
-        ProviderKind::Kind if cluster.offline() => format!(
-            "real: a kind cluster's kubelets running Dynamo {} (PyPI) frontend and worker containers of the runtime images built here \
-             (the guide's prefill image runs its own release), their probes (the frontend's curl | jq included) run by the kubelets, \
-             etcd and NATS on claims of the guide's provisioner, reached through kube-rs port-forwards via the API server and the kubelet; \
-             stand-in: the Dynamo operator (the project's controller following 0.4.1's rules, run in the operator pod); \
-             simulated: GPUs (a device plugin advertises nvidia.com/gpu; RuntimeClass nvidia is plain runc), the vLLM engine \
-             (dynamo.vllm runs Dynamo's mocker with the model's tokenizer); worker CPU and memory requests fitted to the nodes (see graph::ready)",
-            config.dynamo_version
-        ),
+        ProviderKind::Kind if cluster.offline() => {
+            let profile = config.dynamo_version.profile();
+            let (platform, rules) = match profile.discovery {
+                crate::profile::Discovery::EtcdAndNats => (
+                    "etcd and NATS on claims of the guide's provisioner",
+                    "following 0.4.1's rules",
+                ),
+                crate::profile::Discovery::Kubernetes => (
+                    "NATS on a claim of the guide's provisioner, discovery through the Kubernetes API \
+                     (DynamoWorkerMetadata and labelled EndpointSlices)",
+                    "following 1.x's Kubernetes discovery rules",
+                ),
+            };
+            let skew = if config.dynamo_version == crate::profile::DynamoVersion::V0_4_1 {
+                " (the guide's prefill image runs its own release, 0.4.0)"
+            } else {
+                ""
+            };
+            format!(
+                "real: a kind cluster's kubelets running Dynamo {} (PyPI) frontend and worker containers of the runtime images built here{skew}, \
+                 their probes (the frontend's curl | jq included) run by the kubelets, {platform}, \
+                 reached through kube-rs port-forwards via the API server and the kubelet; \
+                 stand-in: the Dynamo operator (the project's controller {rules}, run in the operator pod); \
+                 simulated: GPUs (a device plugin advertises nvidia.com/gpu; RuntimeClass nvidia is plain runc), the vLLM engine \
+                 (dynamo.vllm runs Dynamo's mocker with the model's tokenizer); worker CPU and memory requests fitted to the nodes (see graph::ready)",
+                config.dynamo_version
+            )
+        }
         _ => format!(
             "real: the cluster's own Kubernetes {}, operator, pods and engine, reached through kube-rs port-forwards; simulated: nothing",
             cluster.version

@@ -228,31 +228,18 @@ pub async fn run_gate_pod(client: &Client, namespace: &str, gpus: Gpus) -> Vec<S
 
 /// Waits, watch-driven and bounded, until every GPU node advertises at least one GPU.
 pub async fn wait_advertised(client: &Client, timeout: Duration) -> Result<(), KindError> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let listed = nodes
-        .list(&ListParams::default().labels(&format!("{GPU_NODE_LABEL}=true")))
-        .await
-        .map_err(|e| K8sError::api("list the GPU nodes", e))?;
-    for node in listed.items {
-        let name = node.name_any();
-        wait::until(
-            client,
-            wait::Wait {
-                api: nodes.clone(),
-                name: &name,
-                namespace: None,
-                condition: &format!("advertising {RESOURCE}"),
-                timeout,
-            },
-            |n: Option<&Node>| n.is_some_and(|n| advertised(std::slice::from_ref(n)).is_empty()),
-            |n: Option<&Node>| {
-                n.map(|n| advertised(std::slice::from_ref(n)).join("; "))
-                    .unwrap_or_else(|| "gone".into())
-            },
-        )
-        .await?;
-    }
-    Ok(())
+    super::each_node_until(
+        client,
+        &format!("{GPU_NODE_LABEL}=true"),
+        &format!("advertising {RESOURCE}"),
+        timeout,
+        |n| n.is_some_and(|n| advertised(std::slice::from_ref(n)).is_empty()),
+        |n| {
+            n.map(|n| advertised(std::slice::from_ref(n)).join("; "))
+                .unwrap_or_else(|| "gone".into())
+        },
+    )
+    .await
 }
 
 /// The GPU runner's host must run Docker with NVIDIA's runtime as the default and let it take

@@ -30,8 +30,10 @@ use crate::k8s::{K8sError, apply, wait};
 
 /// The kind cluster's name (also the prefix of its node containers).
 pub const CLUSTER_NAME: &str = "dynamo-conformance";
-/// The published node image of the GPU path (kind's image of the control plane's release).
-pub const PUBLISHED_NODE_IMAGE: &str = "kindest/node:v1.34.3";
+/// The published node image of the GPU path: kind v0.33.0's default
+/// (`pkg/apis/config/defaults/image.go` of the kind module), pinned by digest.
+pub const PUBLISHED_NODE_IMAGE: &str =
+    "kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5";
 const SIMULATED_CONFIG: &str = include_str!("../../../../kind-config/simulated.yaml");
 const GPU_CONFIG: &str = include_str!("../../../../kind-config/gpu.yaml");
 const NODE_NETWORK: &str = include_str!("../../../../fixtures/kind/cluster/node-network.yaml");
@@ -295,6 +297,7 @@ pub async fn up(config: &Config) -> Result<KindCluster, KindError> {
         }
         Gpus::Real => {
             nodes_ready(&client).await?;
+            leave_default_storage_to_the_guide(&client).await?;
             gpu::set_up(&cluster, config, &client).await?;
         }
     }
@@ -435,32 +438,79 @@ async fn answers(cluster: &KindCluster) -> bool {
 
 /// Waits, watch-driven and bounded, until every node reports Ready.
 async fn nodes_ready(client: &Client) -> Result<(), KindError> {
+    each_node_until(
+        client,
+        "",
+        "Ready",
+        NODES_WAIT,
+        |n| node_condition(n, "Ready").is_some_and(|(s, _)| s == "True"),
+        |n| {
+            node_condition(n, "Ready").map_or("no Ready condition yet".into(), |(s, m)| {
+                format!("Ready={s} ({m})")
+            })
+        },
+    )
+    .await
+}
+
+/// Waits, watch-driven and bounded by `timeout` for each, until every node matching `selector`
+/// (all nodes when empty) meets `condition`; on timeout the error says what `describe` saw.
+pub async fn each_node_until(
+    client: &Client,
+    selector: &str,
+    condition: &str,
+    timeout: Duration,
+    holds: impl Fn(Option<&Node>) -> bool + Clone + Send + 'static,
+    describe: impl Fn(Option<&Node>) -> String,
+) -> Result<(), KindError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let listed = nodes
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(selector))
         .await
         .map_err(|e| K8sError::api("list the kind nodes", e))?;
     for node in listed.items {
         let name = node.name_any();
+        let holds = holds.clone();
         wait::until(
             client,
             wait::Wait {
                 api: nodes.clone(),
                 name: &name,
                 namespace: None,
-                condition: "Ready",
-                timeout: NODES_WAIT,
+                condition,
+                timeout,
             },
-            |n: Option<&Node>| node_condition(n, "Ready").is_some_and(|(s, _)| s == "True"),
-            |n: Option<&Node>| {
-                node_condition(n, "Ready").map_or("no Ready condition yet".into(), |(s, m)| {
-                    format!("Ready={s} ({m})")
-                })
-            },
+            move |n: Option<&Node>| holds(n),
+            &describe,
         )
         .await?;
     }
     Ok(())
+}
+
+/// The published node image installs kind's own default StorageClass `standard`; the guide makes
+/// its `local-path` the default, and two defaults are a misconfiguration, so the class kind made
+/// for this cluster (which the suite created) stops being the default.
+async fn leave_default_storage_to_the_guide(client: &Client) -> Result<(), KindError> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        "storageclass.kubernetes.io/is-default-class": "false"
+    }}});
+    match classes
+        .patch(
+            "standard",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => {
+            Err(K8sError::api("make kind's StorageClass standard no longer the default", e).into())
+        }
+    }
 }
 
 /// A node condition's status and message.
