@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].contains(
-                "node w2 has not passed: Pending; driver-validation waiting: CrashLoopBackOff"
+                "node w2 has not passed: pod v2 Pending Ready=Unknown (driver-validation waiting: CrashLoopBackOff (back-off), restarted 3 times)"
             ),
             "{problems:?}"
         );
@@ -481,7 +481,8 @@ mod tests {
         );
         let problems = one_gpu(&failed, "sh: nvidia-smi: not found\n", Gpus::Real);
         assert!(
-            problems[0].contains("did not succeed: Failed; gpu exited 127: Error"),
+            problems[0]
+                .contains("did not succeed: pod g Failed Ready=Unknown (gpu exited 127 (Error))"),
             "{problems:?}"
         );
         assert!(
