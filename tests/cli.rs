@@ -339,3 +339,24 @@ fn an_unreachable_api_server_is_one_line() {
         "cannot reach the Kubernetes API server at https://127.0.0.1:",
     );
 }
+
+#[test]
+fn an_unknown_gpu_mode_is_one_line() {
+    let output = conformance(&["run", "--provider", "kind", "--gpus", "some"]);
+    assert_one_line_error(&output, 2, "gpus");
+}
+
+#[test]
+fn the_kind_provider_lists_the_gpu_gate_before_the_guide() {
+    let output = conformance(&["run", "--provider", "kind", "--gpus", "simulated", "--list"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    assert_eq!(names.first(), Some(&"guide::gpus::advertised"), "{names:?}");
+    assert!(
+        names.contains(&"guide::platform::claims_bound"),
+        "{names:?}"
+    );
+}
