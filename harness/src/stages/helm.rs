@@ -112,23 +112,54 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
         stage: release.stage,
         reason,
     };
-    let exists = helm(cluster)
-        .args(["status", release.name, "--namespace", release.namespace])
-        .stdout(Stdio::null())
+    let status = helm(cluster)
+        .args([
+            "status",
+            release.name,
+            "--namespace",
+            release.namespace,
+            "--output",
+            "json",
+        ])
         .stderr(Stdio::null())
-        .status()
+        .output()
         .await
         .map_err(|e| {
             input(format!(
                 "cannot run helm ({}): {e}; install Helm 3",
                 cluster.helm.display()
             ))
-        })?
-        .success();
+        })?;
+    let exists = status.status.success();
+    let state = serde_json::from_slice::<serde_json::Value>(&status.stdout)
+        .ok()
+        .and_then(|v| v["info"]["status"].as_str().map(String::from))
+        .unwrap_or_default();
     if exists && !release.owned {
         return Ok(format!(
-            "helm release {} already installed; left as it is",
+            "helm release {} already installed ({state}); left as it is",
             release.name
+        ));
+    }
+    let mut notes = Vec::new();
+    if exists && state.starts_with("pending-") {
+        // An interrupted run left helm's own lock (the release's status) behind. The stage lock
+        // says no run of the suite is on it now, and the release is the suite's: take it back.
+        let out = helm(cluster)
+            .args(["uninstall", release.name, "--namespace", release.namespace])
+            .args(["--wait", "--timeout", "3m"])
+            .output()
+            .await
+            .map_err(|e| input(format!("cannot run helm: {e}")))?;
+        if !out.status.success() {
+            return Err(input(format!(
+                "helm release {} is stuck {state} and could not be uninstalled: {}",
+                release.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        notes.push(format!(
+            "the release was left {state} by an interrupted run; uninstalled and installed again"
         ));
     }
     let mut command = helm(cluster);
@@ -163,8 +194,9 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
             release.name
         )));
     }
-    Ok(format!(
-        "helm installed {} from {}",
-        release.name, release.chart
-    ))
+    notes.insert(
+        0,
+        format!("helm installed {} from {}", release.name, release.chart),
+    );
+    Ok(notes.join("; "))
 }

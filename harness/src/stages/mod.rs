@@ -41,6 +41,17 @@ impl Stage {
         }
     }
 
+    /// The stages this one stands on, as the guide orders them: the platform's etcd and NATS claim
+    /// volumes of the default StorageClass (the guide's "prerequisite"), its operator watches the
+    /// CRDs, and the graph needs the platform and the secret.
+    pub fn prerequisites(self) -> &'static [Stage] {
+        match self {
+            Stage::Storage | Stage::Crds | Stage::Secret => &[],
+            Stage::Platform => &[Stage::Storage, Stage::Crds],
+            Stage::Graph => &[Stage::Platform, Stage::Secret],
+        }
+    }
+
     /// Applies the stage (and the stages before it) and waits for it to be ready.
     /// Safe to run twice and from two processes at once; cheap when already applied.
     pub async fn ensure(
@@ -54,6 +65,10 @@ impl Stage {
                 self.name()
             )]);
         }
+        let mut notes = Vec::new();
+        for before in self.prerequisites() {
+            notes.extend(Box::pin(before.ensure(cluster, config)).await?);
+        }
         // One process at a time per stage: helm refuses concurrent upgrades of one release.
         let path = config
             .cache_dir
@@ -65,20 +80,14 @@ impl Stage {
                     stage: self.name(),
                     reason: e.to_string(),
                 })?;
-        match self {
-            Stage::Storage => storage::ensure(cluster, config).await,
-            Stage::Crds => crds::ensure(cluster, config).await,
-            Stage::Platform => platform::ensure(cluster, config).await,
-            Stage::Secret => secret::ensure(cluster, config).await,
-            Stage::Graph => {
-                let mut notes = Vec::new();
-                for before in [Stage::Crds, Stage::Platform, Stage::Secret] {
-                    notes.extend(Box::pin(before.ensure(cluster, config)).await?);
-                }
-                notes.extend(graph::ensure(cluster, config).await?);
-                Ok(notes)
-            }
-        }
+        notes.extend(match self {
+            Stage::Storage => storage::ensure(cluster, config).await?,
+            Stage::Crds => crds::ensure(cluster, config).await?,
+            Stage::Platform => platform::ensure(cluster, config).await?,
+            Stage::Secret => secret::ensure(cluster, config).await?,
+            Stage::Graph => graph::ensure(cluster, config).await?,
+        });
+        Ok(notes)
     }
 }
 
