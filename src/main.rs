@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Parser, Subcommand};
 use harness::config::{Config, ConfigLayer, ProviderKind};
 use harness::openai::{ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
-use harness::profile::ProfileChoice;
+use harness::profile::{Profile, ProfileChoice};
 use harness::{dynamo, report, suite};
 
 /// Exit codes, as documented in the README.
@@ -174,7 +174,8 @@ struct ApiArgs {
     /// The model the frontend serves.
     #[arg(long)]
     model: String,
-    /// The release profile to hold the endpoint to: 0.4, 1.x or auto.
+    /// The profile to hold the endpoint to: 0.4, 1.x, openai (strict) or auto. Beside it, every
+    /// run also reports the strict openai verdict (informational: the exit code follows this one).
     #[arg(long, default_value = "auto")]
     profile: ProfileChoice,
     /// Seconds of silence tolerated inside a stream.
@@ -424,6 +425,33 @@ fn api(args: ApiArgs) -> ExitCode {
             println!("violated rules: {}", ids.join(", "));
         }
         println!("api: {passed} passed, {failed} failed");
+        // The second verdict: OpenAI's published contract, which the official SDKs rely on.
+        if verdict.profile.name != Profile::OPENAI.name {
+            let strict = judge(
+                &observations,
+                &args.model,
+                ProfileChoice::Exactly(&Profile::OPENAI),
+            );
+            for check in strict.checks.violations() {
+                println!("openai: {check}");
+            }
+            let failed = strict.checks.violations().count();
+            let rules: Vec<&str> = strict
+                .checks
+                .violated_rules()
+                .iter()
+                .map(|r| r.id())
+                .collect();
+            println!(
+                "openai (strict, informational): {} passed, {failed} failed{}",
+                strict.checks.len() - failed,
+                if rules.is_empty() {
+                    String::new()
+                } else {
+                    format!("; breaks {}", rules.join(", "))
+                }
+            );
+        }
         if verdict.matched {
             ExitCode::from(exit::OK)
         } else {

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
-use harness::fault_server::{Behaviour, Fault, FaultServer, Flavor, Framing, SERVED_MODEL};
+use harness::fault_server::{Behaviour, Fault, FaultServer, Flavor, Framing, Quirk, SERVED_MODEL};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dynamo-conformance");
 
@@ -56,6 +56,8 @@ fn api_accepts_every_conforming_variation() {
         (Flavor::V1, "1.x"),
         (Flavor::V1, "auto"),
         (Flavor::V0_4, "auto"),
+        (Flavor::OpenAi, "openai"),
+        (Flavor::OpenAi, "auto"),
     ] {
         for framing in [
             Framing::Lf,
@@ -73,6 +75,18 @@ fn api_accepts_every_conforming_variation() {
             );
             assert_prints(&output, ", 0 failed");
         }
+    }
+    for (flavor, quirk) in [
+        (Flavor::V1, Quirk::UsageChunkUnasked),
+        (Flavor::V0_4, Quirk::ErrorStringForMalformed),
+    ] {
+        let output = api_against(Behaviour::conforming(flavor).with_quirk(quirk), "auto");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{quirk:?}:\n{}",
+            stdout(&output)
+        );
     }
 }
 
@@ -123,6 +137,9 @@ fn api_rejects_each_protocol_violation_naming_its_rule() {
         (Fault::AcceptsUnknownModel, "error.status"),
         (Fault::ServerErrorOnMalformed, "error.status"),
         (Fault::PlainTextErrors, "error.body"),
+        (Fault::ErrorEventWithoutData, "stream.error_event"),
+        (Fault::StreamedRejectionsAccepted, "error.status"),
+        (Fault::UnknownField, "stream.framing"),
     ];
     let mut rules = std::collections::BTreeSet::new();
     for (fault, rule) in cases {
@@ -134,7 +151,7 @@ fn api_rejects_each_protocol_violation_naming_its_rule() {
             "{fault:?} was not rejected:\n{out}"
         );
         assert!(
-            out.contains(&format!("FAIL  {rule}")),
+            out.lines().any(|l| l.starts_with(&format!("FAIL  {rule}"))),
             "{fault:?} not reported as {rule}:\n{out}"
         );
         assert!(out.contains("violated rules: "), "{out}");
@@ -145,6 +162,83 @@ fn api_rejects_each_protocol_violation_naming_its_rule() {
         "only {} distinct rules: {rules:?}",
         rules.len()
     );
+}
+
+/// The lines of `out` that fail `rule` under the profile (not the strict openai verdict).
+fn failures<'a>(out: &'a str, rule: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| l.starts_with(&format!("FAIL  {rule} ")))
+        .collect()
+}
+
+#[test]
+fn an_error_event_without_data_is_seen_in_the_raw_framing() {
+    let output = api_against(
+        Behaviour::conforming(Flavor::V1).with_fault(Fault::ErrorEventWithoutData),
+        "auto",
+    );
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    let lines = failures(&out, "stream.error_event");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("an error event arrived: event: error at line 1 (no data)")),
+        "{out}"
+    );
+    assert!(
+        failures(&out, "stream.framing")
+            .iter()
+            .any(|l| l.contains("a block with no data at line 1 (event: error)")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_streamed_rejection_answered_200_fails_error_status() {
+    let output = api_against(
+        Behaviour::conforming(Flavor::V1).with_fault(Fault::StreamedRejectionsAccepted),
+        "auto",
+    );
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    let lines = failures(&out, "error.status");
+    for label in ["unknown model", "invalid JSON", "no prompt", "no messages"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("(stream) ({label})"))
+                    && l.contains("data event 1 carrying an error")),
+            "{label}: {out}"
+        );
+    }
+    // The unstreamed twins are still rejected properly.
+    assert!(
+        out.contains("PASS  error.status             POST /v1/completions (unknown model)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn api_reports_the_strict_openai_verdict_beside_the_release_profile() {
+    let output = api_against(Behaviour::conforming(Flavor::V1), "auto");
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("profile: auto matched 1.x"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("openai: FAIL  error.body") && l.contains("OpenAI's {\"error\"")),
+        "{out}"
+    );
+    assert!(
+        out.contains("openai (strict, informational): ")
+            && out.contains("failed; breaks error.body"),
+        "{out}"
+    );
+    let openai = api_against(Behaviour::conforming(Flavor::OpenAi), "openai");
+    let out = stdout(&openai);
+    assert_eq!(openai.status.code(), Some(0), "{out}");
+    assert!(out.contains("profile: openai"), "{out}");
 }
 
 #[test]
@@ -160,7 +254,12 @@ fn a_stall_fails_within_the_idle_timeout_naming_what_came_last() {
         "{out}"
     );
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
+        out.contains("not run: an earlier stream on this endpoint stalled"),
+        "{out}"
+    );
+    // One idle timeout (1 s here) for the first stalled stream; the streams after it are not sent.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
         "took {:?}",
         started.elapsed()
     );
@@ -216,7 +315,7 @@ fn an_invalid_profile_is_one_line() {
     assert_one_line_error(
         &output,
         2,
-        "unknown profile '2.0' (expected one of: 0.4, 1.x, auto)",
+        "unknown profile '2.0' (expected one of: 0.4, 1.x, openai, auto)",
     );
 }
 

@@ -22,6 +22,18 @@ pub enum Flavor {
     V0_4,
     /// Dynamo 1.x: OpenAI's usage chunk, flat error bodies, entries of object `model`.
     V1,
+    /// OpenAI's own contract: as 1.x, with errors in the `{"error": {...}}` envelope.
+    OpenAi,
+}
+
+/// A conforming quirk some servers have; each must still be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// The final `choices: []` usage chunk comes though `include_usage` was not asked
+    /// (Dynamo's and vLLM's force-include-usage server option).
+    UsageChunkUnasked,
+    /// Malformed requests get `{"error": "..."}` where the flavor sends plain text.
+    ErrorStringForMalformed,
 }
 
 /// How Server-Sent Events are framed on the wire; all of these conform.
@@ -88,6 +100,15 @@ pub enum Fault {
     ServerErrorOnMalformed,
     /// Error bodies are empty.
     PlainTextErrors,
+    /// A stream's only block is `event: error` and a comment, then the body ends (no data).
+    ErrorEventWithoutData,
+    /// Rejections asked with `"stream": true` are answered 200 with one data event carrying
+    /// `{"error": {...}}`, then `[DONE]`.
+    StreamedRejectionsAccepted,
+    /// Streamed choices leave the `finish_reason` key out instead of sending `null`.
+    OmitsFinishReasonKey,
+    /// A block with a field parsers ignore (`foo: bar`) between events.
+    UnknownField,
 }
 
 /// What the server does.
@@ -99,6 +120,8 @@ pub struct Behaviour {
     pub framing: Framing,
     /// The one violation committed, if any.
     pub fault: Option<Fault>,
+    /// A conforming quirk, if any.
+    pub quirk: Option<Quirk>,
 }
 
 impl Behaviour {
@@ -108,7 +131,15 @@ impl Behaviour {
             flavor,
             framing: Framing::Lf,
             fault: None,
+            quirk: None,
         }
+    }
+
+    /// The same server, with `quirk`.
+    #[must_use]
+    pub fn with_quirk(mut self, quirk: Quirk) -> Self {
+        self.quirk = Some(quirk);
+        self
     }
 
     /// The same server, committing `fault`.
@@ -184,7 +215,7 @@ async fn health(State(b): State<Behaviour>) -> Response {
 async fn models(State(b): State<Behaviour>) -> Response {
     let object = match b.flavor {
         Flavor::V0_4 => "object",
-        Flavor::V1 => "model",
+        Flavor::V1 | Flavor::OpenAi => "model",
     };
     let mut entry = json!({"id": SERVED_MODEL, "object": object, "created": 1_756_908_946u64, "owned_by": "nvidia"});
     if b.has(Fault::ModelEntryIncomplete) {
@@ -226,19 +257,40 @@ fn error(b: Behaviour, status: StatusCode, message: &str) -> Response {
         )
             .into_response();
     }
+    let string_for_malformed = b.quirk == Some(Quirk::ErrorStringForMalformed);
     let body = match b.flavor {
-        Flavor::V0_4 if status == StatusCode::BAD_REQUEST => {
+        Flavor::V0_4 if status == StatusCode::BAD_REQUEST && !string_for_malformed => {
             return (status, message.to_string()).into_response();
         }
         Flavor::V0_4 => json!({"error": message}),
         Flavor::V1 => {
             json!({"message": message, "type": "invalid_request_error", "code": status.as_u16()})
         }
+        Flavor::OpenAi => json!({"error": {"message": message, "type": "invalid_request_error",
+                                           "param": null, "code": null}}),
     };
     (status, axum::Json(body)).into_response()
 }
 
 fn generate(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
+    let response = generate_or_reject(b, kind, raw);
+    let asked_stream = String::from_utf8_lossy(raw).contains(r#""stream": true"#)
+        || String::from_utf8_lossy(raw).contains(r#""stream":true"#);
+    if b.has(Fault::StreamedRejectionsAccepted)
+        && asked_stream
+        && response.status().is_client_error()
+    {
+        let frame = r#"data: {"error":{"message":"Internal server error","type":"internal_server_error","code":500}}"#;
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            format!("{frame}\n\ndata: [DONE]\n\n"),
+        )
+            .into_response();
+    }
+    response
+}
+
+fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(raw) else {
         return error(
             b,
@@ -331,7 +383,7 @@ impl Reply {
     }
 
     fn choice(&self, text: &str, finish: Option<&str>, streamed: bool) -> Value {
-        match (self.kind, streamed) {
+        let mut choice = match (self.kind, streamed) {
             (Kind::Completions, _) => {
                 json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
             }
@@ -341,7 +393,14 @@ impl Reply {
             (Kind::Chat, true) => {
                 json!({"index": 0, "delta": {"content": text}, "finish_reason": finish})
             }
+        };
+        if streamed && finish.is_none() && self.b.has(Fault::OmitsFinishReasonKey) {
+            choice
+                .as_object_mut()
+                .expect("a choice is an object")
+                .remove("finish_reason");
         }
+        choice
     }
 
     fn envelope(&self, id: &str, object: &str) -> serde_json::Map<String, Value> {
@@ -391,7 +450,7 @@ impl Reply {
         };
         let running_usage = match b.flavor {
             Flavor::V0_4 => !b.has(Fault::MisplacedStreamUsage),
-            Flavor::V1 => b.has(Fault::MisplacedStreamUsage),
+            Flavor::V1 | Flavor::OpenAi => b.has(Fault::MisplacedStreamUsage),
         };
         let mut events: Vec<(Option<&str>, String)> = Vec::new();
         let count = self.tokens.len();
@@ -426,7 +485,8 @@ impl Reply {
                 events.push((Some("error"), r#"{"message":"engine hiccup"}"#.into()));
             }
         }
-        if include_usage && b.flavor == Flavor::V1 {
+        let usage_chunk = include_usage || b.quirk == Some(Quirk::UsageChunkUnasked);
+        if usage_chunk && b.flavor != Flavor::V0_4 {
             let mut chunk = self.envelope("cmpl-fault-0002", object);
             chunk.insert("choices".into(), json!([]));
             chunk.insert("usage".into(), self.usage(count as u64));
@@ -442,7 +502,13 @@ impl Reply {
         if stall {
             events.truncate(2);
         }
-        let pieces = frame(&events, b.framing);
+        let mut pieces = frame(&events, b.framing);
+        if b.has(Fault::ErrorEventWithoutData) {
+            pieces = vec!["event: error\n: unspecified error\n\n".to_string()];
+        }
+        if b.has(Fault::UnknownField) {
+            pieces.insert(1, "foo: bar\n".to_string());
+        }
         let delay = if b.framing == Framing::Split {
             Duration::from_millis(3)
         } else {
@@ -529,7 +595,7 @@ mod tests {
     #[rstest]
     #[tokio::test]
     async fn conforming_variations_are_accepted(
-        #[values(Flavor::V0_4, Flavor::V1)] flavor: Flavor,
+        #[values(Flavor::V0_4, Flavor::V1, Flavor::OpenAi)] flavor: Flavor,
         #[values(
             Framing::Lf,
             Framing::CrLf,
@@ -551,10 +617,112 @@ mod tests {
             .collect();
         assert!(verdict.matched, "{failures:#?}");
         let expected = match flavor {
-            Flavor::V0_4 => &Profile::V0_4,
-            Flavor::V1 => &Profile::V1,
+            Flavor::V0_4 => Profile::V0_4.name,
+            Flavor::V1 | Flavor::OpenAi => Profile::V1.name,
         };
-        assert_eq!(verdict.profile, expected);
+        assert_eq!(verdict.profile.name, expected);
+    }
+
+    #[rstest]
+    #[case::usage_chunk_unasked(
+        Flavor::V1,
+        Quirk::UsageChunkUnasked,
+        "a final usage chunk came though include_usage was not asked"
+    )]
+    #[case::error_string_under_0_4(
+        Flavor::V0_4,
+        Quirk::ErrorStringForMalformed,
+        r#"saw {"error": "<message>"}"#
+    )]
+    #[tokio::test]
+    async fn conforming_quirks_pass_with_a_note(
+        #[case] flavor: Flavor,
+        #[case] quirk: Quirk,
+        #[case] note: &str,
+    ) {
+        let verdict = verdict(
+            Behaviour::conforming(flavor).with_quirk(quirk),
+            ProfileChoice::Auto,
+        )
+        .await;
+        let failures: Vec<String> = verdict
+            .checks
+            .violations()
+            .map(ToString::to_string)
+            .collect();
+        assert!(verdict.matched, "{failures:#?}");
+        assert!(
+            verdict
+                .checks
+                .iter()
+                .any(|c| c.note.as_deref().is_some_and(|n| n.contains(note))),
+            "no check notes {note:?}"
+        );
+    }
+
+    #[rstest]
+    #[case::flat_errors_of_1x(Flavor::V1, &["error.body"])]
+    #[case::errors_and_entries_of_0_4(Flavor::V0_4, &["models.entry", "stream.usage", "error.body"])]
+    #[case::openai_itself(Flavor::OpenAi, &[])]
+    #[tokio::test]
+    async fn the_strict_openai_profile_names_what_sdks_trip_on(
+        #[case] flavor: Flavor,
+        #[case] violated: &[&str],
+    ) {
+        let verdict = verdict(
+            Behaviour::conforming(flavor),
+            ProfileChoice::Exactly(&Profile::OPENAI),
+        )
+        .await;
+        let ids: Vec<&str> = verdict
+            .checks
+            .violated_rules()
+            .into_iter()
+            .map(Rule::id)
+            .collect();
+        assert_eq!(ids, violated);
+    }
+
+    #[rstest]
+    #[tokio::test]
+    async fn an_omitted_finish_reason_key_fails_only_where_no_profile_declares_it(
+        #[values(Flavor::V0_4, Flavor::V1)] flavor: Flavor,
+    ) {
+        let faulty = Behaviour::conforming(flavor).with_fault(Fault::OmitsFinishReasonKey);
+        // Both releases seen here omit it, and their profiles say so.
+        assert!(verdict(faulty, ProfileChoice::Auto).await.matched);
+        let strict = verdict(faulty, ProfileChoice::Exactly(&Profile::OPENAI)).await;
+        assert!(
+            strict
+                .checks
+                .violated_rules()
+                .contains(&Rule::StreamFinishReason),
+            "{:?}",
+            strict.checks.violated_rules()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stall_ends_the_streams_that_follow_within_one_idle_timeout() {
+        let started = std::time::Instant::now();
+        let verdict = verdict(
+            Behaviour::conforming(Flavor::V1).with_fault(Fault::Stall),
+            ProfileChoice::Auto,
+        )
+        .await;
+        let elapsed = started.elapsed();
+        let not_run = verdict
+            .checks
+            .violations()
+            .filter(|c| {
+                c.violation
+                    .as_ref()
+                    .is_some_and(|v| v.observed.contains("not run: an earlier stream"))
+            })
+            .count();
+        assert!(not_run >= 4, "{not_run} streams reported as not run");
+        // One idle timeout (500 ms here) plus the unstalled exchanges, never one per stream.
+        assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
     }
 
     #[rstest]
@@ -581,18 +749,26 @@ mod tests {
     #[case(Fault::AcceptsUnknownModel, Rule::ErrorStatus)]
     #[case(Fault::ServerErrorOnMalformed, Rule::ErrorStatus)]
     #[case(Fault::PlainTextErrors, Rule::ErrorBody)]
+    #[case(Fault::ErrorEventWithoutData, Rule::StreamErrorEvent)]
+    #[case(Fault::ErrorEventWithoutData, Rule::StreamFraming)]
+    #[case(Fault::StreamedRejectionsAccepted, Rule::ErrorStatus)]
+    #[case(Fault::UnknownField, Rule::StreamFraming)]
+    #[case(Fault::DataAfterDone, Rule::StreamFraming)]
     #[tokio::test]
     async fn each_fault_is_caught_under_its_rule(
         #[case] fault: Fault,
         #[case] rule: Rule,
         #[values(Flavor::V0_4, Flavor::V1)] flavor: Flavor,
     ) {
-        let verdict = verdict(
-            Behaviour::conforming(flavor).with_fault(fault),
-            ProfileChoice::Auto,
-        )
-        .await;
+        let faulty = Behaviour::conforming(flavor).with_fault(fault);
+        let verdict = verdict(faulty, ProfileChoice::Auto).await;
         assert!(!verdict.matched, "{fault:?} went unnoticed");
+        // Under auto the closest release may be another one; under its own the rule is named.
+        let own = match flavor {
+            Flavor::V0_4 => &Profile::V0_4,
+            _ => &Profile::V1,
+        };
+        let verdict = self::verdict(faulty, ProfileChoice::Exactly(own)).await;
         assert!(
             verdict.checks.violated_rules().contains(&rule),
             "{fault:?}: {:?}",

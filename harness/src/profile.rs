@@ -64,6 +64,11 @@ pub enum StreamUsage {
 /// The shape of an error response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorBody {
+    /// OpenAI's envelope `{"error": {"message": "...", "type": "...", "param": ..., "code": ...}}`
+    /// (platform.openai.com/docs/guides/error-codes; what the official SDKs parse).
+    OpenAiEnvelope,
+    /// Any of the shapes below or the envelope: what `auto` accepts, naming the one it saw.
+    AnyKnown,
     /// JSON `{"error": "Model not found"}` (0.4.x, unknown model).
     ErrorString,
     /// JSON `{"message": "...", "type": "...", "code": 404}` (1.x).
@@ -111,6 +116,9 @@ pub struct Profile {
     pub mocker_roles: MockerRoles,
     /// How the release line's processes find each other on Kubernetes, as its operator sets it up.
     pub discovery: Discovery,
+    /// Whether streamed choices may leave the `finish_reason` key out instead of sending `null`
+    /// (OpenAI's chunk schema requires the key).
+    pub may_omit_finish_reason: bool,
 }
 
 /// How a release line's frontend and workers find each other on Kubernetes.
@@ -164,6 +172,9 @@ impl Profile {
             prefill: &["--endpoint", "dyn://{namespace}.prefill.generate"],
         },
         discovery: Discovery::EtcdAndNats,
+        // Seen running 0.4.1 here: streamed choices (completions and chat) carry no
+        // finish_reason key until the last one.
+        may_omit_finish_reason: true,
     };
 
     /// Dynamo 1.x.
@@ -183,10 +194,36 @@ impl Profile {
             prefill: &["--disaggregation-mode", "prefill"],
         },
         discovery: Discovery::Kubernetes,
+        // Seen running 1.6.1 here: streamed /v1/completions choices carry no finish_reason key
+        // until the last one (chat completions send null).
+        may_omit_finish_reason: true,
     };
 
-    /// Every concrete profile, oldest first.
+    /// OpenAI's published contract, strictly: what the official SDKs rely on. Not a release;
+    /// every endpoint is also judged against it, beside its release's own profile.
+    pub const OPENAI: Profile = Profile {
+        name: "openai",
+        unknown_model_error: ErrorBody::OpenAiEnvelope,
+        malformed_error: ErrorBody::OpenAiEnvelope,
+        may_omit_finish_reason: false,
+        ..Profile::V1
+    };
+
+    /// Every release profile, oldest first.
     pub const ALL: [&'static Profile; 2] = [&Profile::V0_4, &Profile::V1];
+
+    /// `auto`'s reading of a release profile: its promises, but any known error shape accepted
+    /// (and named), since a release's error bodies differ between its own endpoints.
+    const fn lenient(self) -> Profile {
+        Profile {
+            unknown_model_error: ErrorBody::AnyKnown,
+            malformed_error: ErrorBody::AnyKnown,
+            ..self
+        }
+    }
+
+    const AUTO_V0_4: Profile = Profile::V0_4.lenient();
+    const AUTO_V1: Profile = Profile::V1.lenient();
 }
 
 impl fmt::Display for Profile {
@@ -209,7 +246,7 @@ impl ProfileChoice {
     pub fn candidates(self) -> Vec<&'static Profile> {
         match self {
             ProfileChoice::Exactly(profile) => vec![profile],
-            ProfileChoice::Auto => Profile::ALL.to_vec(),
+            ProfileChoice::Auto => vec![&Profile::AUTO_V0_4, &Profile::AUTO_V1],
         }
     }
 }
@@ -231,6 +268,7 @@ impl FromStr for ProfileChoice {
             "auto" => Ok(ProfileChoice::Auto),
             "0.4" | "0.4.x" => Ok(ProfileChoice::Exactly(&Profile::V0_4)),
             "1" | "1.x" => Ok(ProfileChoice::Exactly(&Profile::V1)),
+            "openai" => Ok(ProfileChoice::Exactly(&Profile::OPENAI)),
             other => Err(ProfileError::UnknownProfile(other.to_string())),
         }
     }
@@ -242,8 +280,8 @@ pub enum ProfileError {
     /// A Dynamo version outside [`DynamoVersion::ALL`].
     #[error("unknown Dynamo version '{0}' (supported: 0.4.1, 1.6.1)")]
     UnknownVersion(String),
-    /// A profile name other than `0.4`, `1.x` or `auto`.
-    #[error("unknown profile '{0}' (expected one of: 0.4, 1.x, auto)")]
+    /// A profile name other than `0.4`, `1.x`, `openai` or `auto`.
+    #[error("unknown profile '{0}' (expected one of: 0.4, 1.x, openai, auto)")]
     UnknownProfile(String),
 }
 
@@ -282,7 +320,7 @@ mod tests {
         let err = "2.0".parse::<ProfileChoice>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown profile '2.0' (expected one of: 0.4, 1.x, auto)"
+            "unknown profile '2.0' (expected one of: 0.4, 1.x, openai, auto)"
         );
     }
 

@@ -63,6 +63,9 @@ pub enum Rule {
     StreamEventJson,
     /// Exactly one `[DONE]`, and it is the last event.
     StreamDone,
+    /// Every event on the wire is one an SSE parser delivers: no field but `data`, `event`,
+    /// `id` and `retry`, no event without data (parsers drop it unseen), nothing after `[DONE]`.
+    StreamFraming,
     /// One non-empty `id` throughout the stream.
     StreamId,
     /// Every chunk's `object` names a chunk of its kind.
@@ -118,6 +121,7 @@ impl Rule {
             Rule::StreamErrorEvent => "stream.error_event",
             Rule::StreamEventJson => "stream.event_json",
             Rule::StreamDone => "stream.done",
+            Rule::StreamFraming => "stream.framing",
             Rule::StreamId => "stream.id",
             Rule::StreamObject => "stream.object",
             Rule::StreamModel => "stream.model",
@@ -156,13 +160,18 @@ pub struct Check {
     pub subject: String,
     /// `None` when the rule held.
     pub violation: Option<Violation>,
+    /// What a reader should know about a held rule (e.g. which of the known error shapes was seen).
+    pub note: Option<String>,
 }
 
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.violation {
-            None => write!(f, "PASS  {:<24} {}", self.rule.id(), self.subject),
-            Some(v) => write!(
+        match (&self.violation, &self.note) {
+            (None, Some(note)) => {
+                write!(f, "PASS  {:<24} {} ({note})", self.rule.id(), self.subject)
+            }
+            (None, None) => write!(f, "PASS  {:<24} {}", self.rule.id(), self.subject),
+            (Some(v), _) => write!(
                 f,
                 "FAIL  {:<24} {}: expected {}, observed {}",
                 self.rule.id(),
@@ -187,6 +196,17 @@ impl Checks {
             rule,
             subject: subject.to_string(),
             violation: None,
+            note: None,
+        });
+    }
+
+    /// Records that `rule` held on `subject`, with a note for the reader.
+    pub fn pass_noting(&mut self, rule: Rule, subject: &str, note: impl Into<String>) {
+        self.items.push(Check {
+            rule,
+            subject: subject.to_string(),
+            violation: None,
+            note: Some(note.into()),
         });
     }
 
@@ -205,6 +225,7 @@ impl Checks {
                 expected: expected.into(),
                 observed: observed.into(),
             }),
+            note: None,
         });
     }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::OpenAiError;
-use super::sse::{self, StreamCapture};
+use super::sse::{self, StreamCapture, StreamEnd};
 
 /// Bounds on every exchange with an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +62,16 @@ pub enum Answer<T> {
 }
 
 /// One OpenAI-compatible endpoint (a Dynamo frontend or a worker's system port).
+///
+/// Once one of its streams stalls (silent for the idle timeout, or open at the deadline), the
+/// streams that follow on it and its clones are not sent: each is answered at once with why, so
+/// a stalling endpoint gets its verdict within one idle timeout however many probes stream.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     base: Url,
     http: reqwest::Client,
     timeouts: ApiTimeouts,
+    stalled: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Endpoint {
@@ -95,6 +100,7 @@ impl Endpoint {
             base,
             http,
             timeouts,
+            stalled: Default::default(),
         })
     }
 
@@ -144,24 +150,46 @@ impl Endpoint {
     /// `POST path` with a JSON body, reading the answer as Server-Sent Events
     /// under the idle timeout and the overall deadline.
     pub async fn post_stream(&self, path: &str, body: &Value) -> Answer<StreamCapture> {
+        self.post_raw_stream(path, body.to_string()).await
+    }
+
+    /// `POST path` with a raw body sent as `application/json`, valid or not, read as
+    /// [`Endpoint::post_stream`] reads its answer.
+    pub async fn post_raw_stream(&self, path: &str, body: String) -> Answer<StreamCapture> {
         let request_line = format!("POST {path} (stream)");
+        if let Some(stall) = self.stalled.lock().expect("stall latch").clone() {
+            return Answer::Unanswered(format!("not run: {stall}"));
+        }
         let response = self
             .http
             .post(self.url(path))
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send();
         let response = match tokio::time::timeout(self.timeouts.stream_idle, response).await {
             Err(_) => {
-                return Answer::Unanswered(format!(
-                    "no response headers within {:?}",
-                    self.timeouts.stream_idle
+                let reason = format!("no response headers within {:?}", self.timeouts.stream_idle);
+                *self.stalled.lock().expect("stall latch") = Some(format!(
+                    "an earlier stream on this endpoint stalled ({request_line}: {reason})"
                 ));
+                return Answer::Unanswered(reason);
             }
             Ok(Err(e)) => return Answer::Unanswered(error_chain(&e)),
             Ok(Ok(response)) => response,
         };
-        Answer::Answered(sse::read(request_line, response, self.timeouts).await)
+        let capture = sse::read(request_line, response, self.timeouts).await;
+        if let StreamEnd::Idle(_) | StreamEnd::Deadline(_) = capture.end {
+            *self.stalled.lock().expect("stall latch") = Some(format!(
+                "an earlier stream on this endpoint stalled ({} {})",
+                capture.request_line,
+                match capture.end {
+                    StreamEnd::Idle(idle) => format!("silent for {idle:?}"),
+                    _ => format!("open at the {:?} deadline", self.timeouts.stream_deadline),
+                }
+            ));
+        }
+        Answer::Answered(capture)
     }
 
     async fn exchange(

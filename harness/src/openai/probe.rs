@@ -95,15 +95,15 @@ impl ApiProbe {
                 streamed(Completions, SMALL_MAX_TOKENS),
                 generation(Chat, SMALL_MAX_TOKENS),
             ],
-            ApiProbe::UnknownModelRejected => vec![
-                Expectation::Rejected(Malformed::UnknownModel, ApiKind::Completions),
-                Expectation::Rejected(Malformed::UnknownModel, ApiKind::Chat),
-            ],
-            ApiProbe::MalformedRequestRejected => vec![
-                Expectation::Rejected(Malformed::InvalidJson, ApiKind::Completions),
-                Expectation::Rejected(Malformed::MissingPrompt, ApiKind::Completions),
-                Expectation::Rejected(Malformed::MissingMessages, ApiKind::Chat),
-            ],
+            ApiProbe::UnknownModelRejected => Expectation::twins(&[
+                (Malformed::UnknownModel, ApiKind::Completions),
+                (Malformed::UnknownModel, ApiKind::Chat),
+            ]),
+            ApiProbe::MalformedRequestRejected => Expectation::twins(&[
+                (Malformed::InvalidJson, ApiKind::Completions),
+                (Malformed::MissingPrompt, ApiKind::Completions),
+                (Malformed::MissingMessages, ApiKind::Chat),
+            ]),
         }
     }
 
@@ -138,17 +138,28 @@ pub enum Malformed {
 }
 
 impl Malformed {
-    fn body(self, model: &str, kind: ApiKind) -> String {
+    fn body(self, model: &str, kind: ApiKind, stream: bool) -> String {
         match self {
             Malformed::UnknownModel => {
-                GenerationRequest::new(kind, UNKNOWN_MODEL, SMALL_MAX_TOKENS)
-                    .body()
-                    .to_string()
+                let request = GenerationRequest::new(kind, UNKNOWN_MODEL, SMALL_MAX_TOKENS);
+                let request = if stream { request.streamed() } else { request };
+                request.body().to_string()
             }
-            Malformed::InvalidJson => format!(r#"{{"model": "{model}", "prompt": "#),
-            Malformed::MissingPrompt | Malformed::MissingMessages => {
-                serde_json::json!({ "model": model, "max_tokens": SMALL_MAX_TOKENS }).to_string()
+            Malformed::InvalidJson => {
+                format!(r#"{{"model": "{model}", "stream": {stream}, "prompt": "#)
             }
+            Malformed::MissingPrompt | Malformed::MissingMessages => serde_json::json!({
+                "model": model, "max_tokens": SMALL_MAX_TOKENS, "stream": stream
+            })
+            .to_string(),
+        }
+    }
+
+    /// The error body `profile` promises for this rejection.
+    fn shape(self, profile: &Profile) -> crate::profile::ErrorBody {
+        match self {
+            Malformed::UnknownModel => profile.unknown_model_error,
+            _ => profile.malformed_error,
         }
     }
 
@@ -171,8 +182,8 @@ pub enum Expectation {
     Models,
     /// A completion or chat request, streamed or not.
     Generation(GenerationRequest),
-    /// A request that must be rejected.
-    Rejected(Malformed, ApiKind),
+    /// A request that must be rejected; `true` when sent with `"stream": true`.
+    Rejected(Malformed, ApiKind, bool),
     /// A worker system port's `/health` or `/live`.
     Worker(Rule),
 }
@@ -187,6 +198,20 @@ pub enum Captured {
 }
 
 impl Expectation {
+    /// Each rejection unstreamed, then its streamed twin: what a release rejects unstreamed it
+    /// must reject streamed too, before the stream starts.
+    fn twins(cases: &[(Malformed, ApiKind)]) -> Vec<Expectation> {
+        cases
+            .iter()
+            .flat_map(|&(m, k)| {
+                [
+                    Expectation::Rejected(m, k, false),
+                    Expectation::Rejected(m, k, true),
+                ]
+            })
+            .collect()
+    }
+
     async fn send(&self, endpoint: &Endpoint, model: &str) -> Captured {
         match self {
             Expectation::FrontendHealth => Captured::Http(endpoint.get("/health").await),
@@ -201,15 +226,25 @@ impl Expectation {
                     .post_json(request.kind.path(), &request.body())
                     .await,
             ),
-            Expectation::Rejected(malformed, kind) => {
+            Expectation::Rejected(malformed, kind, false) => {
                 let mut answer = endpoint
-                    .post_raw(kind.path(), &malformed.body(model, *kind))
+                    .post_raw(kind.path(), &malformed.body(model, *kind, false))
                     .await;
                 if let Answer::Answered(capture) = &mut answer {
                     capture.request_line =
                         format!("{} ({})", capture.request_line, malformed.label());
                 }
                 Captured::Http(answer)
+            }
+            Expectation::Rejected(malformed, kind, true) => {
+                let mut answer = endpoint
+                    .post_raw_stream(kind.path(), malformed.body(model, *kind, true))
+                    .await;
+                if let Answer::Answered(capture) = &mut answer {
+                    capture.request_line =
+                        format!("{} ({})", capture.request_line, malformed.label());
+                }
+                Captured::Stream(answer)
             }
             Expectation::Worker(rule) => {
                 let path = if *rule == Rule::WorkerLive {
@@ -232,9 +267,14 @@ impl Expectation {
                 format!("POST {} (stream)", r.kind.path()),
             ),
             Expectation::Generation(r) => (Rule::ResponseStatus, format!("POST {}", r.kind.path())),
-            Expectation::Rejected(m, kind) => (
+            Expectation::Rejected(m, kind, stream) => (
                 Rule::ErrorStatus,
-                format!("POST {} ({})", kind.path(), m.label()),
+                format!(
+                    "POST {}{} ({})",
+                    kind.path(),
+                    if *stream { " (stream)" } else { "" },
+                    m.label()
+                ),
             ),
             Expectation::Worker(rule) => (
                 *rule,
@@ -301,12 +341,30 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
             (Expectation::Generation(request), Captured::Stream(Answer::Answered(c))) => {
                 validate::stream(c, request, profile, &mut checks)
             }
-            (Expectation::Rejected(malformed, _), Captured::Http(Answer::Answered(c))) => {
-                let shape = match malformed {
-                    Malformed::UnknownModel => profile.unknown_model_error,
-                    _ => profile.malformed_error,
-                };
-                validate::rejected(c, shape, profile, &mut checks)
+            (Expectation::Rejected(malformed, _, _), Captured::Http(Answer::Answered(c))) => {
+                validate::rejected(c, malformed.shape(profile), profile, &mut checks)
+            }
+            (
+                Expectation::Rejected(malformed, kind, true),
+                Captured::Stream(Answer::Answered(c)),
+            ) => {
+                let unstreamed =
+                    exchanges
+                        .iter()
+                        .find_map(|e| match (&e.expectation, &e.captured) {
+                            (
+                                Expectation::Rejected(m, k, false),
+                                Captured::Http(Answer::Answered(twin)),
+                            ) if m == malformed && k == kind => Some(twin.status),
+                            _ => None,
+                        });
+                validate::rejected_stream(
+                    c,
+                    unstreamed,
+                    malformed.shape(profile),
+                    profile,
+                    &mut checks,
+                )
             }
             (Expectation::Worker(rule), Captured::Http(Answer::Answered(c))) => {
                 validate::worker_probe(c, *rule, &mut checks)

@@ -12,6 +12,83 @@ use super::client::{ApiTimeouts, error_chain, header_text};
 const AFTER_DONE_GRACE: Duration = Duration::from_secs(2);
 /// Events kept at most; a stream past this is cut and reported as broken.
 const MAX_EVENTS: usize = 100_000;
+/// Bytes of the raw body kept for the framing check (4 MiB); the rest is read but not kept.
+const MAX_RAW: usize = 4 << 20;
+
+/// The fields an SSE parser acts on (WHATWG HTML, "Server-sent events", interpreting an event stream).
+pub const KNOWN_FIELDS: [&str; 4] = ["data", "event", "id", "retry"];
+
+/// One event block as it stood on the wire, before any parser dropped or joined anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The block's fields in order, `(name, value)`; comment lines are left out.
+    pub fields: Vec<(String, String)>,
+    /// The 1-based line the block starts on.
+    pub line: usize,
+}
+
+impl RawFrame {
+    /// The value of the block's last `event` field, if it has one.
+    pub fn event(&self) -> Option<&str> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n == "event")
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when the block carries a `data` field (only such blocks are dispatched as events).
+    pub fn has_data(&self) -> bool {
+        self.fields.iter().any(|(n, _)| n == "data")
+    }
+
+    /// The block's data lines joined with `\n`, as a parser would deliver them.
+    pub fn data(&self) -> String {
+        self.fields
+            .iter()
+            .filter(|(n, _)| n == "data")
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Splits a raw event-stream body into its blocks, lines ending in CRLF, LF or CR.
+/// A block whose lines are all comments yields nothing; a last block without its blank line is kept.
+pub fn frames(raw: &str) -> Vec<RawFrame> {
+    let mut frames = Vec::new();
+    let mut current = RawFrame {
+        fields: Vec::new(),
+        line: 1,
+    };
+    let normalized = raw.replace("\r\n", "\n").replace('\r', "\n");
+    for (i, line) in normalized.split('\n').enumerate() {
+        if line.is_empty() {
+            if !current.fields.is_empty() {
+                frames.push(std::mem::replace(
+                    &mut current,
+                    RawFrame {
+                        fields: Vec::new(),
+                        line: i + 2,
+                    },
+                ));
+            } else {
+                current.line = i + 2;
+            }
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        current.fields.push((name.to_string(), value.to_string()));
+    }
+    if !current.fields.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
 
 /// One event as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +131,8 @@ pub struct StreamCapture {
     pub end: StreamEnd,
     /// The raw body when the status was not 200 (not read as events).
     pub error_body: Option<String>,
+    /// The body as received when the status was 200 (the first 4 MiB), for the framing check.
+    pub raw: String,
 }
 
 impl StreamCapture {
@@ -87,6 +166,7 @@ pub async fn read(
         events: Vec::new(),
         end: StreamEnd::Closed,
         error_body: None,
+        raw: String::new(),
     };
     if status != 200 {
         let body = tokio::time::timeout(timeouts.stream_idle, response.text()).await;
@@ -99,12 +179,20 @@ pub async fn read(
     }
     // A stream whose lines end in a lone CR leaves its last event pending in the parser,
     // which waits to see whether an LF follows: end the body with one so it is dispatched.
-    let body =
-        response
-            .bytes_stream()
-            .chain(futures::stream::iter([Ok(bytes::Bytes::from_static(
-                b"\n",
-            ))]));
+    let raw = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tee = raw.clone();
+    let body = response
+        .bytes_stream()
+        .inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                let mut kept = tee.lock().expect("raw body lock");
+                let room = MAX_RAW.saturating_sub(kept.len());
+                kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        })
+        .chain(futures::stream::iter([Ok(bytes::Bytes::from_static(
+            b"\n",
+        ))]));
     let mut events = body.eventsource();
     loop {
         let elapsed = started.elapsed();
@@ -149,5 +237,23 @@ pub async fn read(
             }
         }
     }
+    capture.raw = String::from_utf8_lossy(&raw.lock().expect("raw body lock")).into_owned();
     capture
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_keep_what_parsers_drop() {
+        let raw = "event: error\r\n: unspecified error\r\n\r\ndata: {}\rfoo: bar\r\r: only a comment\n\ndata: [DONE]";
+        let blocks = frames(raw);
+        assert_eq!(blocks.len(), 3, "{blocks:?}");
+        assert_eq!(blocks[0].event(), Some("error"));
+        assert!(!blocks[0].has_data());
+        assert_eq!(blocks[1].fields[1], ("foo".to_string(), "bar".to_string()));
+        assert_eq!(blocks[1].line, 4);
+        assert_eq!(blocks[2].data(), "[DONE]");
+    }
 }

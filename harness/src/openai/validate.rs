@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::check::{Checks, Rule, excerpt};
 use super::client::HttpCapture;
 use super::request::{ApiKind, GenerationRequest};
-use super::sse::{StreamCapture, StreamEnd};
+use super::sse::{self, StreamCapture, StreamEnd};
 use crate::profile::{ErrorBody, FrontendHealth, Profile, StreamUsage};
 
 /// The `finish_reason` values OpenAI defines.
@@ -446,19 +446,8 @@ pub fn stream(
             format!("{reason} after {}", capture.last_seen()),
         ),
     }
-    let errors: Vec<String> = capture
-        .events
-        .iter()
-        .filter(|e| e.event == "error")
-        .map(|e| excerpt(&e.data, 120))
-        .collect();
-    checks.expect(
-        Rule::StreamErrorEvent,
-        subject,
-        errors.is_empty(),
-        "no error event",
-        || errors.join("; "),
-    );
+    error_events(capture, subject, checks);
+    framing(capture, subject, checks);
 
     let done_at: Vec<usize> = capture
         .events
@@ -487,6 +476,7 @@ pub fn stream(
             continue;
         }
         match serde_json::from_str::<Value>(&event.data) {
+            Ok(Value::Object(chunk)) if chunk.contains_key("error") => {}
             Ok(Value::Object(chunk)) => chunks.push(chunk),
             _ => unparsable.push(format!("event {}: {}", i + 1, excerpt(&event.data, 80))),
         }
@@ -532,6 +522,16 @@ pub fn stream(
             })
         })
         .collect();
+    let omitted: Vec<usize> = choice_chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|ch| ch.get("finish_reason").is_none()))
+        })
+        .map(|(i, _)| i + 1)
+        .collect();
     let (last_reason, earlier) = reasons
         .split_last()
         .map_or((None, &[][..]), |(l, e)| (l.clone(), e));
@@ -541,16 +541,31 @@ pub fn stream(
         .filter(|(_, r)| r.is_some())
         .map(|(i, _)| i + 1)
         .collect();
+    let keys_kept = omitted.is_empty() || profile.may_omit_finish_reason;
     checks.expect(
         Rule::StreamFinishReason,
         subject,
-        early.is_empty()
+        keys_kept
+            && early.is_empty()
             && last_reason
                 .as_deref()
                 .is_some_and(|r| FINISH_REASONS.contains(&r)),
-        format!("finish_reason null until the last choice chunk, then one of {FINISH_REASONS:?}"),
+        format!(
+            "finish_reason {} until the last choice chunk, then one of {FINISH_REASONS:?} (profile {})",
+            if profile.may_omit_finish_reason {
+                "null or absent"
+            } else {
+                "present and null"
+            },
+            profile.name
+        ),
         || {
-            if early.is_empty() {
+            if !keys_kept {
+                format!(
+                    "the finish_reason key left out of choice chunk(s) {}",
+                    numbers(&omitted)
+                )
+            } else if early.is_empty() {
                 format!("last choice chunk's finish_reason {:?}", last_reason)
             } else {
                 format!(
@@ -613,6 +628,113 @@ pub fn stream(
             );
         }
     }
+}
+
+/// The error events of a stream, from its raw framing (so an `event: error` with no data, which
+/// parsers drop, is seen) and from data events whose JSON carries a top-level `error`.
+pub fn stream_errors(capture: &StreamCapture) -> Vec<String> {
+    let mut errors = Vec::new();
+    let raw = sse::frames(&capture.raw);
+    for frame in &raw {
+        if frame.event() == Some("error") {
+            errors.push(if frame.has_data() {
+                format!(
+                    "event: error at line {}: {}",
+                    frame.line,
+                    excerpt(&frame.data(), 120)
+                )
+            } else {
+                format!("event: error at line {} (no data)", frame.line)
+            });
+        }
+    }
+    let data_events: Vec<String> = if raw.is_empty() {
+        capture.events.iter().map(|e| e.data.clone()).collect()
+    } else {
+        raw.iter()
+            .filter(|f| f.has_data() && f.event() != Some("error"))
+            .map(|f| f.data())
+            .collect()
+    };
+    for (i, data) in data_events.iter().enumerate() {
+        if let Ok(Value::Object(json)) = serde_json::from_str::<Value>(data)
+            && let Some(error) = json.get("error")
+        {
+            errors.push(format!(
+                "data event {} carrying an error: {}",
+                i + 1,
+                excerpt(&error.to_string(), 120)
+            ));
+        }
+    }
+    if raw.is_empty() {
+        errors.extend(
+            capture
+                .events
+                .iter()
+                .filter(|e| e.event == "error")
+                .map(|e| format!("event: error: {}", excerpt(&e.data, 120))),
+        );
+    }
+    errors
+}
+
+fn error_events(capture: &StreamCapture, subject: &str, checks: &mut Checks) {
+    let errors = stream_errors(capture);
+    checks.expect(
+        Rule::StreamErrorEvent,
+        subject,
+        errors.is_empty(),
+        "no error event (event: error, or a data event carrying an error)",
+        || format!("an error event arrived: {}", errors.join("; ")),
+    );
+}
+
+/// What is on the wire that an SSE parser would not deliver, or would deliver after `[DONE]`.
+fn framing(capture: &StreamCapture, subject: &str, checks: &mut Checks) {
+    let raw = sse::frames(&capture.raw);
+    if raw.is_empty() {
+        return;
+    }
+    let mut problems = Vec::new();
+    let mut done_seen = false;
+    for frame in &raw {
+        if done_seen {
+            problems.push(format!(
+                "a block after [DONE] at line {}: {}",
+                frame.line,
+                excerpt(&frame.data(), 60)
+            ));
+        }
+        for (name, _) in &frame.fields {
+            if !sse::KNOWN_FIELDS.contains(&name.as_str()) {
+                problems.push(format!(
+                    "unknown field {name:?} at line {}, which parsers ignore",
+                    frame.line
+                ));
+            }
+        }
+        if !frame.has_data() {
+            problems.push(format!(
+                "a block with no data at line {} ({}), which parsers drop unseen",
+                frame.line,
+                frame
+                    .fields
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}", excerpt(v, 40)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        done_seen |= frame.data().trim() == "[DONE]";
+    }
+    checks.expect(
+        Rule::StreamFraming,
+        subject,
+        problems.is_empty(),
+        "every block on the wire an event parsers deliver: data, event, id or retry fields, nothing after [DONE]",
+        || problems.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+    );
 }
 
 /// Checks each chunk's `id`, `object` and `model`; one check per rule for the whole stream.
@@ -777,12 +899,21 @@ fn stream_usage(
                     .filter(|(_, c)| reported(c).is_some())
                     .map(|(i, _)| i + 1)
                     .collect();
+                let final_only = with_usage == [chunks.len()] && usage_only(tail);
+                if final_only {
+                    checks.pass_noting(
+                        Rule::StreamUsage,
+                        subject,
+                        "a final usage chunk came though include_usage was not asked: a server option in Dynamo and vLLM",
+                    );
+                    return usage_counts(reported(tail));
+                }
                 checks.expect(
                     Rule::StreamUsage,
                     subject,
                     with_usage.is_empty(),
                     format!(
-                        "no usage when stream_options.include_usage is not asked (profile {})",
+                        "no usage when stream_options.include_usage is not asked, or only in one final chunk with choices [] (profile {})",
                         profile.name
                     ),
                     || format!("usage in chunk(s) {}", numbers(&with_usage)),
@@ -795,41 +926,156 @@ fn stream_usage(
 
 /// A request the endpoint must reject: a 4xx with an error body of the shape `shape`.
 pub fn rejected(capture: &HttpCapture, shape: ErrorBody, profile: &Profile, checks: &mut Checks) {
+    rejection(
+        &capture.request_line,
+        capture.status,
+        &capture.body,
+        shape,
+        profile,
+        checks,
+    );
+}
+
+/// The streamed twin of a rejected request: rejected before any stream starts, with the status
+/// its unstreamed twin got (`unstreamed`, when that was a 4xx), and an error body of `shape`.
+pub fn rejected_stream(
+    capture: &StreamCapture,
+    unstreamed: Option<u16>,
+    shape: ErrorBody,
+    profile: &Profile,
+    checks: &mut Checks,
+) {
     let subject = &capture.request_line;
+    if capture.status == 200 {
+        let errors = stream_errors(capture);
+        let what = if errors.is_empty() {
+            format!(
+                "200 and a stream of {} events: {}",
+                capture.events.len(),
+                capture.last_seen()
+            )
+        } else {
+            format!(
+                "200 and a stream whose error event came instead: {}",
+                errors.join("; ")
+            )
+        };
+        checks.fail(
+            Rule::ErrorStatus,
+            subject,
+            "a 4xx before the stream starts, as unstreamed",
+            what,
+        );
+        return;
+    }
+    let body = capture.error_body.as_deref().unwrap_or("");
+    if let Some(twin) = unstreamed.filter(|s| (400..500).contains(s))
+        && twin != capture.status
+    {
+        checks.fail(
+            Rule::ErrorStatus,
+            subject,
+            format!("{twin}, the status the same request got unstreamed"),
+            status_line(capture.status, body),
+        );
+        return;
+    }
+    rejection(subject, capture.status, body, shape, profile, checks);
+}
+
+/// Which known error shape `body` has, if any.
+pub fn error_shape(body: &str) -> Option<ErrorBody> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(json)) => match json.get("error") {
+            Some(Value::Object(inner)) if text(inner.get("message")) => {
+                Some(ErrorBody::OpenAiEnvelope)
+            }
+            Some(Value::String(s)) if !s.is_empty() => Some(ErrorBody::ErrorString),
+            _ if text(json.get("message")) => Some(ErrorBody::FlatMessage),
+            _ => None,
+        },
+        Ok(_) => None,
+        Err(_) => (!body.trim().is_empty()).then_some(ErrorBody::PlainText),
+    }
+}
+
+fn shape_name(shape: ErrorBody) -> &'static str {
+    match shape {
+        ErrorBody::OpenAiEnvelope => r#"OpenAI's {"error": {"message", "type", "param", "code"}}"#,
+        ErrorBody::AnyKnown => "any known error body",
+        ErrorBody::ErrorString => r#"{"error": "<message>"}"#,
+        ErrorBody::FlatMessage => r#"{"message": "<message>", "type": ..., "code": ...}"#,
+        ErrorBody::PlainText => "a plain-text message",
+    }
+}
+
+/// The envelope's fields beyond the message, as OpenAI's contract lists them.
+fn envelope_gaps(body: &str) -> Vec<&'static str> {
+    let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let inner = json.get("error");
+    let mut gaps = Vec::new();
+    if inner
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .is_none()
+    {
+        gaps.push("a string type");
+    }
+    for key in ["param", "code"] {
+        if inner.and_then(|e| e.get(key)).is_none() {
+            gaps.push(if key == "param" {
+                "a param key"
+            } else {
+                "a code key"
+            });
+        }
+    }
+    gaps
+}
+
+fn rejection(
+    subject: &str,
+    status: u16,
+    body: &str,
+    shape: ErrorBody,
+    profile: &Profile,
+    checks: &mut Checks,
+) {
     if !checks.expect(
         Rule::ErrorStatus,
         subject,
-        (400..500).contains(&capture.status),
+        (400..500).contains(&status),
         "a 4xx status",
-        || status_line(capture.status, &capture.body),
+        || status_line(status, body),
     ) {
         return;
     }
-    let json = capture.json();
-    let text_at = |key: &str| {
-        json.as_ref()
-            .and_then(|j| j.get(key))
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-    };
-    let (ok, expected) = match shape {
-        ErrorBody::ErrorString => (text_at("error"), r#"{"error": "<message>"}"#),
-        ErrorBody::FlatMessage => (
-            text_at("message"),
-            r#"{"message": "<message>", "type": ..., "code": ...}"#,
-        ),
-        ErrorBody::PlainText => (
-            json.is_none() && !capture.body.trim().is_empty(),
-            "a plain-text message",
-        ),
-    };
-    checks.expect(
-        Rule::ErrorBody,
-        subject,
-        ok,
-        format!("an error body {expected} (profile {})", profile.name),
-        || excerpt(&capture.body, SHOW),
+    let seen = error_shape(body);
+    let expected = format!(
+        "an error body {} (profile {})",
+        shape_name(shape),
+        profile.name
     );
+    match (shape, seen) {
+        (ErrorBody::AnyKnown, Some(seen)) => checks.pass_noting(
+            Rule::ErrorBody,
+            subject,
+            format!("saw {}", shape_name(seen)),
+        ),
+        (ErrorBody::OpenAiEnvelope, Some(ErrorBody::OpenAiEnvelope)) => {
+            let gaps = envelope_gaps(body);
+            checks.expect(Rule::ErrorBody, subject, gaps.is_empty(), expected, || {
+                format!(
+                    "an envelope without {}: {}",
+                    gaps.join(", "),
+                    excerpt(body, SHOW)
+                )
+            });
+        }
+        (wanted, Some(seen)) if wanted == seen => checks.pass(Rule::ErrorBody, subject),
+        _ => checks.fail(Rule::ErrorBody, subject, expected, excerpt(body, SHOW)),
+    }
 }
 
 #[cfg(test)]
@@ -972,6 +1218,7 @@ mod tests {
                 .collect(),
             end,
             error_body: None,
+            raw: data.iter().map(|d| format!("data: {d}\n\n")).collect(),
         }
     }
 
@@ -987,8 +1234,8 @@ mod tests {
     #[case::conforming(v1_stream(), StreamEnd::Closed, &[])]
     #[case::open_after_done_is_fine(v1_stream(), StreamEnd::OpenAfterDone, &[])]
     #[case::no_done(v1_stream()[..2].to_vec(), StreamEnd::Closed, &["stream.done"])]
-    #[case::two_done({ let mut s = v1_stream(); s.push("[DONE]".into()); s }, StreamEnd::Closed, &["stream.done"])]
-    #[case::data_after_done({ let mut s = v1_stream(); s.push(chunk("a", "x", None, None)); s }, StreamEnd::Closed, &["stream.done", "stream.finish_reason"])]
+    #[case::two_done({ let mut s = v1_stream(); s.push("[DONE]".into()); s }, StreamEnd::Closed, &["stream.done", "stream.framing"])]
+    #[case::data_after_done({ let mut s = v1_stream(); s.push(chunk("a", "x", None, None)); s }, StreamEnd::Closed, &["stream.done", "stream.finish_reason", "stream.framing"])]
     #[case::bad_json(vec![chunk("a", "he", None, None), "{oops".into(), chunk("a", "llo", Some("stop"), None), "[DONE]".into()], StreamEnd::Closed, &["stream.event_json"])]
     #[case::id_changes(vec![chunk("a", "he", None, None), chunk("b", "llo", Some("stop"), None), "[DONE]".into()], StreamEnd::Closed, &["stream.id"])]
     #[case::early_finish(vec![chunk("a", "he", Some("stop"), None), chunk("a", "llo", Some("stop"), None), "[DONE]".into()], StreamEnd::Closed, &["stream.finish_reason"])]
