@@ -400,7 +400,7 @@ fn api(args: ApiArgs) -> ExitCode {
             Ok(_) => {}
         }
         let mut observations = Vec::new();
-        for probe in ApiProbe::ALL {
+        for probe in ApiProbe::ALL.into_iter().chain(ApiProbe::EDGES) {
             observations.push(probe.observe(&endpoint, &args.model).await);
         }
         let verdict = judge(&observations, &args.model, args.profile);

@@ -140,6 +140,8 @@ fn api_rejects_each_protocol_violation_naming_its_rule() {
         (Fault::ErrorEventWithoutData, "stream.error_event"),
         (Fault::StreamedRejectionsAccepted, "error.status"),
         (Fault::UnknownField, "stream.framing"),
+        (Fault::ServerErrorOnZeroMaxTokens, "error.status"),
+        (Fault::IgnoresN, "choices.n"),
     ];
     let mut rules = std::collections::BTreeSet::new();
     for (fault, rule) in cases {

@@ -109,6 +109,10 @@ pub enum Fault {
     OmitsFinishReasonKey,
     /// A block with a field parsers ignore (`foo: bar`) between events.
     UnknownField,
+    /// `max_tokens: 0` is answered 500 (a client error taken for a server one).
+    ServerErrorOnZeroMaxTokens,
+    /// `n: 3` is answered with one choice.
+    IgnoresN,
 }
 
 /// What the server does.
@@ -163,6 +167,8 @@ impl Behaviour {
 
 /// The model the server serves.
 pub const SERVED_MODEL: &str = "Qwen/Qwen3-0.6B";
+/// The largest `max_tokens` the server accepts (Dynamo 1.6.1's frontend cap).
+const MAX_CONTEXT: u64 = 1_048_576;
 
 /// A running fault server; stops when dropped.
 #[derive(Debug)]
@@ -325,11 +331,26 @@ fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
             &format!("Model not found: {model}"),
         );
     }
-    let max_tokens = request
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(16)
-        .min(1000) as usize;
+    let max_tokens = match request.get("max_tokens") {
+        None => 16,
+        Some(value) => match value.as_u64() {
+            Some(0) if b.has(Fault::ServerErrorOnZeroMaxTokens) => {
+                return error(b, StatusCode::INTERNAL_SERVER_ERROR, "engine failure");
+            }
+            Some(n) if (1..=MAX_CONTEXT).contains(&n) => n.min(1000),
+            _ => {
+                return error(
+                    b,
+                    StatusCode::BAD_REQUEST,
+                    &format!("max_tokens must be an integer in 1..={MAX_CONTEXT}, got {value}"),
+                );
+            }
+        },
+    } as usize;
+    let n = match request.get("n").and_then(Value::as_u64) {
+        Some(n) if !b.has(Fault::IgnoresN) => n.clamp(1, 8),
+        _ => 1,
+    };
     let produced = if b.has(Fault::ExceedsMaxTokens) {
         max_tokens + 5
     } else {
@@ -351,6 +372,7 @@ fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
         model,
         prompt_tokens: prompt_tokens as u64,
         tokens,
+        n,
     };
     if stream {
         reply.stream(include_usage)
@@ -365,6 +387,7 @@ struct Reply {
     model: String,
     prompt_tokens: u64,
     tokens: Vec<String>,
+    n: u64,
 }
 
 impl Reply {
@@ -382,16 +405,16 @@ impl Reply {
                "total_tokens": self.prompt_tokens + completion + off})
     }
 
-    fn choice(&self, text: &str, finish: Option<&str>, streamed: bool) -> Value {
+    fn choice(&self, index: u64, text: &str, finish: Option<&str>, streamed: bool) -> Value {
         let mut choice = match (self.kind, streamed) {
             (Kind::Completions, _) => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "text": text, "logprobs": null, "finish_reason": finish})
             }
             (Kind::Chat, false) => {
-                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+                json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
             }
             (Kind::Chat, true) => {
-                json!({"index": 0, "delta": {"content": text}, "finish_reason": finish})
+                json!({"index": index, "delta": {"content": text}, "finish_reason": finish})
             }
         };
         if streamed && finish.is_none() && self.b.has(Fault::OmitsFinishReasonKey) {
@@ -426,7 +449,10 @@ impl Reply {
             Kind::Chat => "chat.completion",
         };
         let mut body = self.envelope("cmpl-fault-0001", object);
-        body.insert("choices".into(), json!([self.choice(&text, finish, false)]));
+        let choices: Vec<Value> = (0..self.n)
+            .map(|i| self.choice(i, &text, finish, false))
+            .collect();
+        body.insert("choices".into(), Value::Array(choices));
         body.insert("usage".into(), self.usage(self.tokens.len() as u64));
         let content_type = if self.b.has(Fault::WrongContentType) {
             "text/plain"
@@ -467,17 +493,22 @@ impl Reply {
             } else {
                 token.as_str()
             };
-            let mut chunk = self.envelope(id, object);
-            chunk.insert("choices".into(), json!([self.choice(text, finish, true)]));
-            chunk.insert(
-                "usage".into(),
-                if running_usage {
-                    self.usage(i as u64 + 1)
-                } else {
-                    Value::Null
-                },
-            );
-            events.push((None, Value::Object(chunk).to_string()));
+            for index in 0..self.n {
+                let mut chunk = self.envelope(id, object);
+                chunk.insert(
+                    "choices".into(),
+                    json!([self.choice(index, text, finish, true)]),
+                );
+                chunk.insert(
+                    "usage".into(),
+                    if running_usage {
+                        self.usage(i as u64 + 1)
+                    } else {
+                        Value::Null
+                    },
+                );
+                events.push((None, Value::Object(chunk).to_string()));
+            }
             if i == 0 && b.has(Fault::InvalidJsonEvent) {
                 events.push((None, "{not json".into()));
             }
@@ -586,7 +617,7 @@ mod tests {
         };
         let endpoint = Endpoint::new(&server.url(), timeouts).unwrap();
         let mut observations = Vec::new();
-        for probe in ApiProbe::ALL {
+        for probe in ApiProbe::ALL.into_iter().chain(ApiProbe::EDGES) {
             observations.push(probe.observe(&endpoint, SERVED_MODEL).await);
         }
         judge(&observations, SERVED_MODEL, choice)
@@ -754,6 +785,8 @@ mod tests {
     #[case(Fault::StreamedRejectionsAccepted, Rule::ErrorStatus)]
     #[case(Fault::UnknownField, Rule::StreamFraming)]
     #[case(Fault::DataAfterDone, Rule::StreamFraming)]
+    #[case(Fault::ServerErrorOnZeroMaxTokens, Rule::ErrorStatus)]
+    #[case(Fault::IgnoresN, Rule::ChoicesN)]
     #[tokio::test]
     async fn each_fault_is_caught_under_its_rule(
         #[case] fault: Fault,

@@ -41,6 +41,9 @@ pub enum Rule {
     ResponseChoices,
     /// Every choice has a `finish_reason` from the allowed set.
     ResponseFinishReason,
+    /// `n` choices asked: `n` come, indexed 0..n-1, each ending with a `finish_reason` (streamed
+    /// and not), unless the endpoint rejects `n` with a 4xx.
+    ChoicesN,
     /// The generated text (or assistant message) is not empty.
     ResponseText,
     /// The response carries integer `usage` counts.
@@ -110,6 +113,7 @@ impl Rule {
             Rule::ResponseCreated => "response.created",
             Rule::ResponseChoices => "response.choices",
             Rule::ResponseFinishReason => "response.finish_reason",
+            Rule::ChoicesN => "choices.n",
             Rule::ResponseText => "response.text",
             Rule::UsagePresent => "usage.present",
             Rule::UsageArithmetic => "usage.arithmetic",

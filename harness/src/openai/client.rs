@@ -63,9 +63,10 @@ pub enum Answer<T> {
 
 /// One OpenAI-compatible endpoint (a Dynamo frontend or a worker's system port).
 ///
-/// Once one of its streams stalls (silent for the idle timeout, or open at the deadline), the
-/// streams that follow on it and its clones are not sent: each is answered at once with why, so
-/// a stalling endpoint gets its verdict within one idle timeout however many probes stream.
+/// Once one of its streams stalls (silent for the idle timeout, or open at the deadline) or a
+/// request times out, the requests that follow on it and its clones are not sent: each is
+/// answered at once with why, so a stalling endpoint gets its verdict within one idle timeout
+/// however many probes follow.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     base: Url,
@@ -136,12 +137,13 @@ impl Endpoint {
         self.exchange(format!("POST {path}"), request).await
     }
 
-    /// `POST path` with a raw body sent as `application/json`, valid or not.
+    /// `POST path` with a raw body sent as `application/json`, valid or not: a request built to
+    /// be rejected, so its answer is due within the idle timeout, not the request timeout.
     pub async fn post_raw(&self, path: &str, body: &str) -> Answer<HttpCapture> {
         let request = self
             .http
             .post(self.url(path))
-            .timeout(self.timeouts.request)
+            .timeout(self.timeouts.stream_idle.min(self.timeouts.request))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
         self.exchange(format!("POST {path}"), request).await
@@ -197,8 +199,18 @@ impl Endpoint {
         request_line: String,
         request: reqwest::RequestBuilder,
     ) -> Answer<HttpCapture> {
+        if let Some(stall) = self.stalled.lock().expect("stall latch").clone() {
+            return Answer::Unanswered(format!("not run: {stall}"));
+        }
         let response = match request.send().await {
             Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                let reason = error_chain(&e);
+                *self.stalled.lock().expect("stall latch") = Some(format!(
+                    "an earlier request on this endpoint stalled ({request_line}: {reason})"
+                ));
+                return Answer::Unanswered(reason);
+            }
             Err(e) => return Answer::Unanswered(error_chain(&e)),
         };
         let status = response.status().as_u16();

@@ -37,6 +37,13 @@ pub enum ApiProbe {
     UnknownModelRejected,
     /// Malformed requests are rejected with a 4xx.
     MalformedRequestRejected,
+    /// `max_tokens: 1`, streamed and not: exactly one token, `length`.
+    MaxTokensOne,
+    /// `n: 3`, streamed and not: three choices indexed 0..2, or a 4xx.
+    ChoicesN,
+    /// Invalid `max_tokens` values (zero, negative, a string, above any context), streamed and
+    /// not: each a 4xx with an error body, never a 5xx, a 200 or silence.
+    InvalidParametersRejected,
 }
 
 impl ApiProbe {
@@ -54,6 +61,15 @@ impl ApiProbe {
         ApiProbe::MalformedRequestRejected,
     ];
 
+    /// The edge probes `api` runs after [`ApiProbe::ALL`]. Not yet conformance cases: Dynamo
+    /// 0.4.1's engine hangs on `max_tokens: 0` (its mocker panics "reached max_output_tokens
+    /// limit", seen here) and would wedge the graph the cases share.
+    pub const EDGES: [ApiProbe; 3] = [
+        ApiProbe::MaxTokensOne,
+        ApiProbe::ChoicesN,
+        ApiProbe::InvalidParametersRejected,
+    ];
+
     /// The probe's name, the last part of its case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -67,6 +83,9 @@ impl ApiProbe {
             ApiProbe::MaxTokensBound => "max_tokens_bound",
             ApiProbe::UnknownModelRejected => "unknown_model_rejected",
             ApiProbe::MalformedRequestRejected => "malformed_request_rejected",
+            ApiProbe::MaxTokensOne => "max_tokens_one",
+            ApiProbe::ChoicesN => "n_choices",
+            ApiProbe::InvalidParametersRejected => "invalid_parameters_rejected",
         }
     }
 
@@ -104,6 +123,24 @@ impl ApiProbe {
                 (Malformed::MissingPrompt, ApiKind::Completions),
                 (Malformed::MissingMessages, ApiKind::Chat),
             ]),
+            ApiProbe::MaxTokensOne => vec![
+                generation(Completions, 1),
+                generation(Chat, 1),
+                streamed(Chat, 1),
+            ],
+            ApiProbe::ChoicesN => [false, true]
+                .into_iter()
+                .map(|stream| {
+                    let request = GenerationRequest::new(Chat, model, SMALL_MAX_TOKENS).choices(3);
+                    Expectation::Generation(if stream { request.streamed() } else { request })
+                })
+                .collect(),
+            ApiProbe::InvalidParametersRejected => Expectation::twins(&[
+                (Malformed::NegativeMaxTokens, ApiKind::Chat),
+                (Malformed::StringMaxTokens, ApiKind::Chat),
+                (Malformed::AboveContextMaxTokens, ApiKind::Chat),
+                (Malformed::ZeroMaxTokens, ApiKind::Chat),
+            ]),
         }
     }
 
@@ -135,6 +172,14 @@ pub enum Malformed {
     MissingPrompt,
     /// A chat completion without `messages`.
     MissingMessages,
+    /// `max_tokens: 0`.
+    ZeroMaxTokens,
+    /// `max_tokens: -1`.
+    NegativeMaxTokens,
+    /// `max_tokens: "ten"`.
+    StringMaxTokens,
+    /// `max_tokens` 10^9, above any model's context (1.6.1's frontend caps it at 1048576).
+    AboveContextMaxTokens,
 }
 
 impl Malformed {
@@ -152,6 +197,20 @@ impl Malformed {
                 "model": model, "max_tokens": SMALL_MAX_TOKENS, "stream": stream
             })
             .to_string(),
+            Malformed::ZeroMaxTokens
+            | Malformed::NegativeMaxTokens
+            | Malformed::StringMaxTokens
+            | Malformed::AboveContextMaxTokens => {
+                let mut body = GenerationRequest::new(kind, model, SMALL_MAX_TOKENS).body();
+                body["stream"] = serde_json::json!(stream);
+                body["max_tokens"] = match self {
+                    Malformed::ZeroMaxTokens => serde_json::json!(0),
+                    Malformed::NegativeMaxTokens => serde_json::json!(-1),
+                    Malformed::StringMaxTokens => serde_json::json!("ten"),
+                    _ => serde_json::json!(1_000_000_000u64),
+                };
+                body.to_string()
+            }
         }
     }
 
@@ -169,6 +228,10 @@ impl Malformed {
             Malformed::InvalidJson => "invalid JSON",
             Malformed::MissingPrompt => "no prompt",
             Malformed::MissingMessages => "no messages",
+            Malformed::ZeroMaxTokens => "max_tokens 0",
+            Malformed::NegativeMaxTokens => "max_tokens -1",
+            Malformed::StringMaxTokens => "max_tokens \"ten\"",
+            Malformed::AboveContextMaxTokens => "max_tokens 10^9",
         }
     }
 }
@@ -334,6 +397,17 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
             }
             (Expectation::Models, Captured::Http(Answer::Answered(c))) => {
                 validate::models(c, model, profile, &mut checks)
+            }
+            (Expectation::Generation(request), Captured::Http(Answer::Answered(c)))
+                if request.n > 1 && (400..500).contains(&c.status) =>
+            {
+                validate::n_rejected(&c.request_line, c.status, &c.body, &mut checks)
+            }
+            (Expectation::Generation(request), Captured::Stream(Answer::Answered(c)))
+                if request.n > 1 && (400..500).contains(&c.status) =>
+            {
+                let body = c.error_body.as_deref().unwrap_or("");
+                validate::n_rejected(&c.request_line, c.status, body, &mut checks)
             }
             (Expectation::Generation(request), Captured::Http(Answer::Answered(c))) => {
                 validate::response(c, request, profile, &mut checks)

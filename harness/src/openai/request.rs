@@ -53,6 +53,8 @@ pub struct GenerationRequest {
     pub stream: bool,
     /// Whether to ask for `stream_options.include_usage`.
     pub include_usage: bool,
+    /// How many choices to ask for (`n`; sent only above 1).
+    pub n: u64,
 }
 
 impl GenerationRequest {
@@ -64,7 +66,15 @@ impl GenerationRequest {
             max_tokens,
             stream: false,
             include_usage: false,
+            n: 1,
         }
+    }
+
+    /// The same request, asking for `n` choices.
+    #[must_use]
+    pub fn choices(mut self, n: u64) -> Self {
+        self.n = n;
+        self
     }
 
     /// The same request, streamed.
@@ -95,6 +105,9 @@ impl GenerationRequest {
         body["stream"] = json!(self.stream);
         if self.include_usage {
             body["stream_options"] = json!({ "include_usage": true });
+        }
+        if self.n > 1 {
+            body["n"] = json!(self.n);
         }
         body
     }

@@ -258,6 +258,20 @@ pub fn response(
         return;
     }
     let choices = choices.expect("checked above");
+    if request.n > 1 {
+        checks.expect(
+            Rule::ChoicesN,
+            subject,
+            choices.len() as u64 == request.n,
+            format!(
+                "{} choices (n {}), indexed 0..{}",
+                request.n,
+                request.n,
+                request.n - 1
+            ),
+            || format!("{} choice(s)", choices.len()),
+        );
+    }
     let reasons: Vec<Option<&str>> = choices
         .iter()
         .map(|c| c.get("finish_reason").and_then(Value::as_str))
@@ -512,16 +526,24 @@ pub fn stream(
             .and_then(|a| a.first())
             .cloned()
     };
-    let reasons: Vec<Option<String>> = choice_chunks
-        .iter()
-        .map(|c| {
-            first_choices(c).and_then(|ch| {
-                ch.get("finish_reason")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-        })
-        .collect();
+    // Each choice (by index) ends once: its finish_reason is null until its own last chunk.
+    let mut by_index: std::collections::BTreeMap<u64, Vec<(usize, Option<String>)>> =
+        Default::default();
+    for (i, chunk) in choice_chunks.iter().enumerate() {
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let reason = choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            by_index.entry(index).or_default().push((i + 1, reason));
+        }
+    }
     let omitted: Vec<usize> = choice_chunks
         .iter()
         .enumerate()
@@ -532,24 +554,27 @@ pub fn stream(
         })
         .map(|(i, _)| i + 1)
         .collect();
-    let (last_reason, earlier) = reasons
-        .split_last()
-        .map_or((None, &[][..]), |(l, e)| (l.clone(), e));
-    let early: Vec<usize> = earlier
+    let mut early: Vec<usize> = Vec::new();
+    let mut last_reasons: Vec<Option<String>> = Vec::new();
+    for reasons in by_index.values() {
+        let (last, earlier) = reasons.split_last().expect("an index has a chunk");
+        early.extend(earlier.iter().filter(|(_, r)| r.is_some()).map(|(n, _)| *n));
+        last_reasons.push(last.1.clone());
+    }
+    early.sort_unstable();
+    if last_reasons.is_empty() {
+        last_reasons.push(None);
+    }
+    let last_reason = last_reasons[0].clone();
+    let unfinished = last_reasons
         .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_some())
-        .map(|(i, _)| i + 1)
-        .collect();
+        .find(|r| !r.as_deref().is_some_and(|r| FINISH_REASONS.contains(&r)))
+        .cloned();
     let keys_kept = omitted.is_empty() || profile.may_omit_finish_reason;
     checks.expect(
         Rule::StreamFinishReason,
         subject,
-        keys_kept
-            && early.is_empty()
-            && last_reason
-                .as_deref()
-                .is_some_and(|r| FINISH_REASONS.contains(&r)),
+        keys_kept && early.is_empty() && unfinished.is_none(),
         format!(
             "finish_reason {} until the last choice chunk, then one of {FINISH_REASONS:?} (profile {})",
             if profile.may_omit_finish_reason {
@@ -566,7 +591,7 @@ pub fn stream(
                     numbers(&omitted)
                 )
             } else if early.is_empty() {
-                format!("last choice chunk's finish_reason {:?}", last_reason)
+                format!("last choice chunk's finish_reason {:?}", unfinished.flatten())
             } else {
                 format!(
                     "finish_reason already set in choice chunk(s) {}",
@@ -588,11 +613,16 @@ pub fn stream(
         || format!("empty text over {} choice chunks", choice_chunks.len()),
     );
 
+    if request.n > 1 {
+        streamed_choices(&choice_chunks, request, subject, checks);
+    }
     let final_usage = stream_usage(&chunks, request, profile, subject, checks);
     let length_finish = last_reason.as_deref() == Some("length");
+    // Tokens of the first choice: with n above 1 every index has its own chunks.
     let text_chunks = choice_chunks
         .iter()
         .filter_map(|c| first_choices(c))
+        .filter(|ch| ch.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
         .filter(|ch| choice_text(ch, request.kind, true).is_some_and(|t| !t.is_empty()))
         .count() as u64;
     match final_usage {
@@ -734,6 +764,41 @@ fn framing(capture: &StreamCapture, subject: &str, checks: &mut Checks) {
         problems.is_empty(),
         "every block on the wire an event parsers deliver: data, event, id or retry fields, nothing after [DONE]",
         || problems.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+    );
+}
+
+/// `n` choices in a stream: every index 0..n-1 appears, and each ends with a `finish_reason`.
+fn streamed_choices(
+    chunks: &[&Map<String, Value>],
+    request: &GenerationRequest,
+    subject: &str,
+    checks: &mut Checks,
+) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut finished = std::collections::BTreeSet::new();
+    for choice in chunks
+        .iter()
+        .filter_map(|c| c.get("choices").and_then(Value::as_array))
+        .flatten()
+    {
+        if let Some(index) = choice.get("index").and_then(Value::as_u64) {
+            seen.insert(index);
+            if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                finished.insert(index);
+            }
+        }
+    }
+    let wanted: std::collections::BTreeSet<u64> = (0..request.n).collect();
+    checks.expect(
+        Rule::ChoicesN,
+        subject,
+        seen == wanted && finished == wanted,
+        format!(
+            "choices indexed 0..{} (n {}), each ending with a finish_reason",
+            request.n - 1,
+            request.n
+        ),
+        || format!("indexes {seen:?}, finished {finished:?}"),
     );
 }
 
@@ -981,6 +1046,24 @@ pub fn rejected_stream(
         return;
     }
     rejection(subject, capture.status, body, shape, profile, checks);
+}
+
+/// `n` above 1 answered with a 4xx: the release says it does not support `n`, which OpenAI's
+/// contract allows; it holds when the answer carries a known error body.
+pub fn n_rejected(subject: &str, status: u16, body: &str, checks: &mut Checks) {
+    match error_shape(body) {
+        Some(shape) => checks.pass_noting(
+            Rule::ChoicesN,
+            subject,
+            format!("n > 1 rejected with {status} and {}", shape_name(shape)),
+        ),
+        None => checks.fail(
+            Rule::ChoicesN,
+            subject,
+            "n choices, or a 4xx with an error body saying n is unsupported",
+            status_line(status, body),
+        ),
+    }
 }
 
 /// Which known error shape `body` has, if any.
