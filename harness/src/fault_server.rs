@@ -623,6 +623,16 @@ mod tests {
         judge(&observations, SERVED_MODEL, choice)
     }
 
+    /// Fails listing every violated check unless `verdict` matched its profile.
+    fn assert_matched(verdict: &crate::openai::ApiVerdict) {
+        let failures: Vec<String> = verdict
+            .checks
+            .violations()
+            .map(ToString::to_string)
+            .collect();
+        assert!(verdict.matched, "{failures:#?}");
+    }
+
     #[rstest]
     #[tokio::test]
     async fn conforming_variations_are_accepted(
@@ -641,12 +651,7 @@ mod tests {
             ProfileChoice::Auto,
         )
         .await;
-        let failures: Vec<String> = verdict
-            .checks
-            .violations()
-            .map(ToString::to_string)
-            .collect();
-        assert!(verdict.matched, "{failures:#?}");
+        assert_matched(&verdict);
         let expected = match flavor {
             Flavor::V0_4 => Profile::V0_4.name,
             Flavor::V1 | Flavor::OpenAi => Profile::V1.name,
@@ -676,12 +681,7 @@ mod tests {
             ProfileChoice::Auto,
         )
         .await;
-        let failures: Vec<String> = verdict
-            .checks
-            .violations()
-            .map(ToString::to_string)
-            .collect();
-        assert!(verdict.matched, "{failures:#?}");
+        assert_matched(&verdict);
         assert!(
             verdict
                 .checks
