@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand};
 use harness::config::{Config, ConfigLayer, ProviderKind};
+use harness::openai::probe::observe_worker;
 use harness::openai::{ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
 use harness::profile::{Profile, ProfileChoice};
 use harness::{dynamo, report, suite};
@@ -184,6 +185,10 @@ struct ApiArgs {
     /// Seconds a whole stream or request may take.
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     deadline_secs: u64,
+    /// A worker's system port base URL (`DYN_SYSTEM_PORT`), e.g. http://127.0.0.1:9090; its
+    /// `/health` and `/live` are checked idle and while a generation streams. Repeatable.
+    #[arg(long, value_name = "URL")]
+    worker_url: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,6 +384,13 @@ fn api(args: ApiArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(exit::BAD_INPUT, e),
     };
+    let mut workers = Vec::new();
+    for url in &args.worker_url {
+        match Endpoint::new(url, timeouts) {
+            Ok(e) => workers.push(e),
+            Err(e) => return fail(exit::BAD_INPUT, format!("--worker-url: {e}")),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -403,7 +415,11 @@ fn api(args: ApiArgs) -> ExitCode {
         for probe in ApiProbe::ALL.into_iter().chain(ApiProbe::EDGES) {
             observations.push(probe.observe(&endpoint, &args.model).await);
         }
-        let verdict = judge(&observations, &args.model, args.profile);
+        let mut worker_exchanges = Vec::new();
+        for worker in &workers {
+            worker_exchanges.extend(observe_worker(worker, &endpoint, &args.model).await);
+        }
+        let verdict = judge(&observations, &worker_exchanges, &args.model, args.profile);
         for check in verdict.checks.iter() {
             println!("{check}");
         }
@@ -429,6 +445,7 @@ fn api(args: ApiArgs) -> ExitCode {
         if verdict.profile.name != Profile::OPENAI.name {
             let strict = judge(
                 &observations,
+                &worker_exchanges,
                 &args.model,
                 ProfileChoice::Exactly(&Profile::OPENAI),
             );

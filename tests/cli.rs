@@ -20,7 +20,7 @@ fn conformance(args: &[&str]) -> Output {
 fn api_against(behaviour: Behaviour, profile: &str) -> Output {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(FaultServer::start(behaviour)).unwrap();
-    let url = server.url();
+    let (url, system) = (server.url(), server.system_url());
     let output = conformance(&[
         "api",
         "--url",
@@ -31,6 +31,8 @@ fn api_against(behaviour: Behaviour, profile: &str) -> Output {
         profile,
         "--stream-idle-secs",
         "1",
+        "--worker-url",
+        &system,
     ]);
     drop(server);
     output
@@ -142,6 +144,10 @@ fn api_rejects_each_protocol_violation_naming_its_rule() {
         (Fault::UnknownField, "stream.framing"),
         (Fault::ServerErrorOnZeroMaxTokens, "error.status"),
         (Fault::IgnoresN, "choices.n"),
+        (Fault::LengthWithoutLimit, "usage.length_at_context"),
+        (Fault::ReplacementCharInStream, "stream.utf8"),
+        (Fault::IgnoresStop, "stop.sequence"),
+        (Fault::LiveFailsWhileGenerating, "worker.live"),
     ];
     let mut rules = std::collections::BTreeSet::new();
     for (fault, rule) in cases {

@@ -113,6 +113,15 @@ pub enum Fault {
     ServerErrorOnZeroMaxTokens,
     /// `n: 3` is answered with one choice.
     IgnoresN,
+    /// A chat without `max_tokens` ends `length` after 16 tokens, far from the declared context.
+    LengthWithoutLimit,
+    /// Streamed text carries U+FFFD where a multi-byte character was (a character split across
+    /// chunks and decoded piecewise); the unstreamed answer is clean.
+    ReplacementCharInStream,
+    /// `stop` is ignored.
+    IgnoresStop,
+    /// The system port's `/live` answers 503 while a generation is in flight.
+    LiveFailsWhileGenerating,
 }
 
 /// What the server does.
@@ -169,17 +178,33 @@ impl Behaviour {
 pub const SERVED_MODEL: &str = "Qwen/Qwen3-0.6B";
 /// The largest `max_tokens` the server accepts (Dynamo 1.6.1's frontend cap).
 const MAX_CONTEXT: u64 = 1_048_576;
+/// The context `/v1/models` declares (`max_model_len`, as vLLM names it).
+pub const DECLARED_CONTEXT: u64 = 4096;
+/// Tokens generated when no `max_tokens` is asked, ending `stop`.
+const UNBOUNDED_TOKENS: u64 = 12;
+/// The pause before each of the first [`PACED_EVENTS`] events of a long generation, so it is
+/// in flight for a while (about 100 ms) as a real engine's would be.
+const EVENT_PACE: Duration = Duration::from_millis(3);
+/// How many events of a long generation are paced.
+const PACED_EVENTS: usize = 32;
+/// Tokens from which a generation counts as long.
+const LONG_GENERATION: usize = 256;
 
-/// A running fault server; stops when dropped.
+/// Generations in flight, shared by the API and system ports.
+type InFlight = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+/// A running fault server, an API port and a worker's system port; stops when dropped.
 #[derive(Debug)]
 pub struct FaultServer {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    system_addr: SocketAddr,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl FaultServer {
-    /// Starts a server on a free loopback port.
+    /// Starts a server on two free loopback ports.
     pub async fn start(behaviour: Behaviour) -> std::io::Result<FaultServer> {
+        let in_flight = InFlight::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = Router::new()
@@ -187,22 +212,77 @@ impl FaultServer {
             .route("/v1/models", get(models))
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat))
+            .layer(axum::Extension(in_flight.clone()))
             .with_state(behaviour);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FaultServer { addr, task })
+        let system_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let system_addr = system_listener.local_addr()?;
+        let system = Router::new()
+            .route("/health", get(worker_health))
+            .route("/live", get(worker_live))
+            .layer(axum::Extension(in_flight))
+            .with_state(behaviour);
+        let tasks = [
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+            tokio::spawn(async move {
+                let _ = axum::serve(system_listener, system).await;
+            }),
+        ];
+        Ok(FaultServer {
+            addr,
+            system_addr,
+            tasks,
+        })
     }
 
-    /// The base URL.
+    /// The base URL of the OpenAI API.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The base URL of the worker's system port (`/health`, `/live`).
+    pub fn system_url(&self) -> String {
+        format!("http://{}", self.system_addr)
     }
 }
 
 impl Drop for FaultServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn worker_health() -> Response {
+    axum::Json(json!({"status": "ready", "endpoints": {"generate": "ready"}})).into_response()
+}
+
+async fn worker_live(
+    State(b): State<Behaviour>,
+    axum::Extension(in_flight): axum::Extension<InFlight>,
+) -> Response {
+    let busy = in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0;
+    if busy && b.has(Fault::LiveFailsWhileGenerating) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy generating").into_response();
+    }
+    axum::Json(json!({"status": "live"})).into_response()
+}
+
+/// Counts a generation in flight until dropped.
+struct Generating(InFlight);
+
+impl Generating {
+    fn start(in_flight: &InFlight) -> Self {
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Generating(in_flight.clone())
+    }
+}
+
+impl Drop for Generating {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -223,7 +303,8 @@ async fn models(State(b): State<Behaviour>) -> Response {
         Flavor::V0_4 => "object",
         Flavor::V1 | Flavor::OpenAi => "model",
     };
-    let mut entry = json!({"id": SERVED_MODEL, "object": object, "created": 1_756_908_946u64, "owned_by": "nvidia"});
+    let mut entry = json!({"id": SERVED_MODEL, "object": object, "created": 1_756_908_946u64,
+                           "owned_by": "nvidia", "max_model_len": DECLARED_CONTEXT});
     if b.has(Fault::ModelEntryIncomplete) {
         entry.as_object_mut().expect("an object").remove("owned_by");
     }
@@ -241,12 +322,22 @@ enum Kind {
     Chat,
 }
 
-async fn completions(State(b): State<Behaviour>, body: Bytes) -> Response {
-    generate(b, Kind::Completions, &body)
+async fn completions(
+    State(b): State<Behaviour>,
+    axum::Extension(in_flight): axum::Extension<InFlight>,
+    body: Bytes,
+) -> Response {
+    let _generating = Generating::start(&in_flight);
+    generate(b, Kind::Completions, &body, &in_flight)
 }
 
-async fn chat(State(b): State<Behaviour>, body: Bytes) -> Response {
-    generate(b, Kind::Chat, &body)
+async fn chat(
+    State(b): State<Behaviour>,
+    axum::Extension(in_flight): axum::Extension<InFlight>,
+    body: Bytes,
+) -> Response {
+    let _generating = Generating::start(&in_flight);
+    generate(b, Kind::Chat, &body, &in_flight)
 }
 
 fn error(b: Behaviour, status: StatusCode, message: &str) -> Response {
@@ -278,8 +369,8 @@ fn error(b: Behaviour, status: StatusCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn generate(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
-    let response = generate_or_reject(b, kind, raw);
+fn generate(b: Behaviour, kind: Kind, raw: &[u8], in_flight: &InFlight) -> Response {
+    let response = generate_or_reject(b, kind, raw, in_flight);
     let asked_stream = String::from_utf8_lossy(raw).contains(r#""stream": true"#)
         || String::from_utf8_lossy(raw).contains(r#""stream":true"#);
     if b.has(Fault::StreamedRejectionsAccepted)
@@ -296,7 +387,7 @@ fn generate(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
     response
 }
 
-fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
+fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8], in_flight: &InFlight) -> Response {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(raw) else {
         return error(
             b,
@@ -309,21 +400,22 @@ fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let prompt_words = match kind {
+    let prompt = match kind {
         Kind::Completions => request
             .get("prompt")
             .and_then(Value::as_str)
-            .map(|p| p.split_whitespace().count()),
+            .map(str::to_string),
         Kind::Chat => request.get("messages").and_then(Value::as_array).map(|m| {
             m.iter()
                 .filter_map(|msg| msg.get("content").and_then(Value::as_str))
-                .map(|c| c.split_whitespace().count())
-                .sum()
+                .collect::<Vec<_>>()
+                .join(" ")
         }),
     };
-    let Some(prompt_tokens) = prompt_words else {
+    let Some(prompt) = prompt else {
         return error(b, StatusCode::BAD_REQUEST, "missing prompt or messages");
     };
+    let prompt_tokens = prompt.split_whitespace().count();
     if model != SERVED_MODEL && !b.has(Fault::AcceptsUnknownModel) {
         return error(
             b,
@@ -332,7 +424,8 @@ fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
         );
     }
     let max_tokens = match request.get("max_tokens") {
-        None => 16,
+        None if b.has(Fault::LengthWithoutLimit) => 16,
+        None => UNBOUNDED_TOKENS,
         Some(value) => match value.as_u64() {
             Some(0) if b.has(Fault::ServerErrorOnZeroMaxTokens) => {
                 return error(b, StatusCode::INTERNAL_SERVER_ERROR, "engine failure");
@@ -356,7 +449,41 @@ fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
     } else {
         max_tokens
     };
-    let tokens: Vec<String> = (0..produced).map(|i| format!(" w{i}")).collect();
+    // Prompts beyond ASCII are echoed word by word, so the answer carries their characters.
+    let echo: Vec<&str> = prompt.split_whitespace().collect();
+    let tokens: Vec<String> = (0..produced)
+        .map(|i| match echo.get(i % echo.len().max(1)) {
+            Some(word) if !prompt.is_ascii() => format!(" {word}"),
+            _ => format!(" w{i}"),
+        })
+        .collect();
+    let mut finish = if request.get("max_tokens").is_none() && !b.has(Fault::LengthWithoutLimit) {
+        "stop"
+    } else {
+        "length"
+    };
+    let stop = request
+        .get("stop")
+        .and_then(|s| s.get(0).or(Some(s)))
+        .and_then(Value::as_str)
+        .filter(|_| !b.has(Fault::IgnoresStop));
+    let tokens = match stop.and_then(|stop| tokens.concat().find(stop)) {
+        Some(at) => {
+            finish = "stop";
+            let mut kept = Vec::new();
+            let mut start = 0;
+            for token in tokens {
+                if start >= at {
+                    break;
+                }
+                let end = (start + token.len()).min(at);
+                kept.push(token[..end - start].to_string());
+                start += token.len();
+            }
+            kept
+        }
+        None => tokens,
+    };
     let stream = request
         .get("stream")
         .and_then(Value::as_bool)
@@ -373,9 +500,10 @@ fn generate_or_reject(b: Behaviour, kind: Kind, raw: &[u8]) -> Response {
         prompt_tokens: prompt_tokens as u64,
         tokens,
         n,
+        finish,
     };
     if stream {
-        reply.stream(include_usage)
+        reply.stream(include_usage, Generating::start(in_flight))
     } else {
         reply.whole()
     }
@@ -388,6 +516,7 @@ struct Reply {
     prompt_tokens: u64,
     tokens: Vec<String>,
     n: u64,
+    finish: &'static str,
 }
 
 impl Reply {
@@ -443,7 +572,7 @@ impl Reply {
         } else {
             self.tokens.concat()
         };
-        let finish = (!self.b.has(Fault::NoFinishReason)).then_some("length");
+        let finish = (!self.b.has(Fault::NoFinishReason)).then_some(self.finish);
         let object = match self.kind {
             Kind::Completions => "text_completion",
             Kind::Chat => "chat.completion",
@@ -466,7 +595,7 @@ impl Reply {
             .into_response()
     }
 
-    fn stream(self, include_usage: bool) -> Response {
+    fn stream(self, include_usage: bool, generating: Generating) -> Response {
         let b = self.b;
         let object = match (self.kind, b.has(Fault::WrongChunkObject)) {
             (Kind::Completions, false) => "text_completion",
@@ -487,9 +616,13 @@ impl Reply {
                 "cmpl-fault-0002"
             };
             let last = i + 1 == count;
-            let finish = (last || b.has(Fault::FinishReasonEveryChunk)).then_some("length");
+            let finish = (last || b.has(Fault::FinishReasonEveryChunk)).then_some(self.finish);
+            let replaced;
             let text = if b.has(Fault::EmptyText) {
                 ""
+            } else if b.has(Fault::ReplacementCharInStream) && !token.is_ascii() {
+                replaced = token.replacen(|c: char| !c.is_ascii(), "\u{FFFD}", 1);
+                &replaced
             } else {
                 token.as_str()
             };
@@ -542,12 +675,14 @@ impl Reply {
         }
         let delay = if b.framing == Framing::Split {
             Duration::from_millis(3)
+        } else if count >= LONG_GENERATION {
+            EVENT_PACE
         } else {
             Duration::ZERO
         };
-        let body = futures::stream::iter(pieces)
-            .then(move |piece| async move {
-                if !delay.is_zero() {
+        let body = futures::stream::iter(pieces.into_iter().enumerate())
+            .then(move |(i, piece)| async move {
+                if !delay.is_zero() && (i < PACED_EVENTS || b.framing == Framing::Split) {
                     tokio::time::sleep(delay).await;
                 }
                 Ok::<Bytes, std::io::Error>(Bytes::from(piece))
@@ -556,6 +691,7 @@ impl Reply {
                 if stall {
                     futures::future::pending::<()>().await;
                 }
+                drop(generating);
                 Ok(Bytes::new())
             }));
         let content_type = if b.has(Fault::StreamWrongContentType) {
@@ -620,7 +756,9 @@ mod tests {
         for probe in ApiProbe::ALL.into_iter().chain(ApiProbe::EDGES) {
             observations.push(probe.observe(&endpoint, SERVED_MODEL).await);
         }
-        judge(&observations, SERVED_MODEL, choice)
+        let system = Endpoint::new(&server.system_url(), timeouts).unwrap();
+        let workers = crate::openai::probe::observe_worker(&system, &endpoint, SERVED_MODEL).await;
+        judge(&observations, &workers, SERVED_MODEL, choice)
     }
 
     /// Fails listing every violated check unless `verdict` matched its profile.
@@ -787,6 +925,10 @@ mod tests {
     #[case(Fault::DataAfterDone, Rule::StreamFraming)]
     #[case(Fault::ServerErrorOnZeroMaxTokens, Rule::ErrorStatus)]
     #[case(Fault::IgnoresN, Rule::ChoicesN)]
+    #[case(Fault::LengthWithoutLimit, Rule::LengthAtContext)]
+    #[case(Fault::ReplacementCharInStream, Rule::StreamUtf8)]
+    #[case(Fault::IgnoresStop, Rule::StopSequence)]
+    #[case(Fault::LiveFailsWhileGenerating, Rule::WorkerLive)]
     #[tokio::test]
     async fn each_fault_is_caught_under_its_rule(
         #[case] fault: Fault,

@@ -14,6 +14,7 @@ pub mod docker;
 pub mod dynamo;
 #[cfg(feature = "fault-server")]
 pub mod fault_server;
+pub mod findings;
 pub mod gobuild;
 pub mod images;
 pub mod k8s;

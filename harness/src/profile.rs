@@ -119,6 +119,9 @@ pub struct Profile {
     /// Whether streamed choices may leave the `finish_reason` key out instead of sending `null`
     /// (OpenAI's chunk schema requires the key).
     pub may_omit_finish_reason: bool,
+    /// Where the release's engine rejects a generation without `max_tokens` (OpenAI makes it
+    /// optional), the source of that fact; a 4xx for it then passes, noted.
+    pub engine_requires_max_tokens: Option<&'static str>,
 }
 
 /// How a release line's frontend and workers find each other on Kubernetes.
@@ -175,6 +178,7 @@ impl Profile {
         // Seen running 0.4.1 here: streamed choices (completions and chat) carry no
         // finish_reason key until the last one.
         may_omit_finish_reason: true,
+        engine_requires_max_tokens: None,
     };
 
     /// Dynamo 1.x.
@@ -197,6 +201,11 @@ impl Profile {
         // Seen running 1.6.1 here: streamed /v1/completions choices carry no finish_reason key
         // until the last one (chat completions send null).
         may_omit_finish_reason: true,
+        // The engine here is the mocker, the suite's stand-in for vLLM (which defaults to the
+        // context): its 400 is a fact of the simulation, not of the release's frontend.
+        engine_requires_max_tokens: Some(
+            "1.6.1's mocker answers 400 \"max_tokens is required by the mocker worker\", seen here",
+        ),
     };
 
     /// OpenAI's published contract, strictly: what the official SDKs rely on. Not a release;
@@ -206,6 +215,7 @@ impl Profile {
         unknown_model_error: ErrorBody::OpenAiEnvelope,
         malformed_error: ErrorBody::OpenAiEnvelope,
         may_omit_finish_reason: false,
+        engine_requires_max_tokens: None,
         ..Profile::V1
     };
 

@@ -14,6 +14,8 @@ pub struct Tally {
     pub passed: usize,
     /// Cases that failed.
     pub failed: usize,
+    /// Cases that failed as their release's recorded finding says.
+    pub known: usize,
     /// Cases skipped, each with a reason.
     pub skipped: usize,
 }
@@ -45,6 +47,7 @@ pub fn tally(results: &[CaseResult]) -> Tally {
         match result.outcome {
             Outcome::Passed(_) => tally.passed += 1,
             Outcome::Failed(_) => tally.failed += 1,
+            Outcome::KnownFailure(_) => tally.known += 1,
             Outcome::Skipped(_) => tally.skipped += 1,
         }
     }
@@ -61,6 +64,10 @@ pub fn table(results: &[CaseResult], provenance: Option<&str>) -> String {
                 "FAIL",
                 message.lines().next().unwrap_or_default().to_string(),
             ),
+            Outcome::KnownFailure(message) => (
+                "KNOWN",
+                message.lines().next().unwrap_or_default().to_string(),
+            ),
             Outcome::Skipped(reason) => ("SKIP", reason.clone()),
         };
         out.push_str(&format!(
@@ -74,8 +81,18 @@ pub fn table(results: &[CaseResult], provenance: Option<&str>) -> String {
     }
     let t = tally(results);
     out.push_str(&format!(
-        "conformance: {} passed, {} failed, {} skipped\n",
-        t.passed, t.failed, t.skipped
+        "conformance: {} passed, {} failed, {} skipped{}\n",
+        t.passed,
+        t.failed,
+        t.skipped,
+        if t.known > 0 {
+            format!(
+                ", {} known failures of the release (recorded findings)",
+                t.known
+            )
+        } else {
+            String::new()
+        }
     ));
     out
 }
@@ -94,6 +111,7 @@ pub fn write_json(
             let (outcome, detail) = match &r.outcome {
                 Outcome::Passed(d) => ("passed", d),
                 Outcome::Failed(d) => ("failed", d),
+                Outcome::KnownFailure(d) => ("known_failure", d),
                 Outcome::Skipped(d) => ("skipped", d),
             };
             json!({"name": r.name, "outcome": outcome, "detail": detail, "seconds": r.duration.as_secs_f64()})
@@ -107,7 +125,7 @@ pub fn write_json(
         "model": config.model,
         "provenance": provenance,
         "cases": cases,
-        "passed": t.passed, "failed": t.failed, "skipped": t.skipped,
+        "passed": t.passed, "failed": t.failed, "skipped": t.skipped, "known_failures": t.known,
     });
     let path = dir.join("report.json");
     std::fs::write(
@@ -147,6 +165,7 @@ mod tests {
             Tally {
                 passed: 0,
                 failed: 1,
+                known: 0,
                 skipped
             }
         );

@@ -46,6 +46,16 @@ pub enum Rule {
     ChoicesN,
     /// The generated text (or assistant message) is not empty.
     ResponseText,
+    /// A chat without `max_tokens` is answered 200 (OpenAI: the parameter is optional), or a 4xx
+    /// where the profile declares that its engine requires it; never a 5xx.
+    MaxTokensOptional,
+    /// With no `max_tokens` asked, `finish_reason: "length"` comes only at the model's context
+    /// limit (`/v1/models`: `max_model_len`, `context_length` or `context_window`).
+    LengthAtContext,
+    /// A stop sequence ends the answer before it: the text excludes it, is a prefix of the same
+    /// greedy request's answer without it (when the engine is deterministic), has fewer
+    /// completion tokens, and finishes `stop`.
+    StopSequence,
     /// The response carries integer `usage` counts.
     UsagePresent,
     /// `prompt_tokens + completion_tokens == total_tokens`.
@@ -83,6 +93,9 @@ pub enum Rule {
     StreamUsage,
     /// The stream produces no more than `max_tokens` tokens.
     StreamMaxTokens,
+    /// The body is valid UTF-8 and the streamed text carries no U+FFFD replacement character the
+    /// unstreamed answer to the same prompt does not (a multi-byte character split across chunks).
+    StreamUtf8,
     /// A bad request gets a 4xx status, never 200 or 5xx.
     ErrorStatus,
     /// A rejected request gets an error body of the release's shape.
@@ -115,6 +128,9 @@ impl Rule {
             Rule::ResponseFinishReason => "response.finish_reason",
             Rule::ChoicesN => "choices.n",
             Rule::ResponseText => "response.text",
+            Rule::MaxTokensOptional => "request.max_tokens_optional",
+            Rule::LengthAtContext => "usage.length_at_context",
+            Rule::StopSequence => "stop.sequence",
             Rule::UsagePresent => "usage.present",
             Rule::UsageArithmetic => "usage.arithmetic",
             Rule::UsageMaxTokens => "usage.max_tokens",
@@ -133,6 +149,7 @@ impl Rule {
             Rule::StreamText => "stream.text",
             Rule::StreamUsage => "stream.usage",
             Rule::StreamMaxTokens => "stream.max_tokens",
+            Rule::StreamUtf8 => "stream.utf8",
             Rule::ErrorStatus => "error.status",
             Rule::ErrorBody => "error.body",
             Rule::DisaggPrefillServed => "disagg.prefill_served",

@@ -194,6 +194,80 @@ impl Endpoint {
         Answer::Answered(capture)
     }
 
+    /// Runs `during` while a stream of `body` to `path` is in flight: after its first bytes,
+    /// before its end. Returns what `during` gave and `Ok` when the stream was still open when
+    /// it finished, or why no stream was in flight. The rest of the stream is then read and
+    /// dropped, under the idle timeout and the deadline.
+    pub async fn during_stream<T>(
+        &self,
+        path: &str,
+        body: &Value,
+        during: impl std::future::Future<Output = T>,
+    ) -> (T, Result<(), String>) {
+        use futures::StreamExt;
+        let idle = self.timeouts.stream_idle;
+        let stall = self.stalled.lock().expect("stall latch").clone();
+        if let Some(stall) = stall {
+            return (during.await, Err(format!("not run: {stall}")));
+        }
+        let request = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(body)
+            .send();
+        let response = match tokio::time::timeout(idle, request).await {
+            Ok(Ok(r)) if r.status() == reqwest::StatusCode::OK => r,
+            Ok(Ok(r)) => {
+                let status = r.status();
+                return (during.await, Err(format!("POST {path} answered {status}")));
+            }
+            Ok(Err(e)) => return (during.await, Err(error_chain(&e))),
+            Err(_) => {
+                let why = format!("POST {path}: no response headers within {idle:?}");
+                return (during.await, Err(why));
+            }
+        };
+        let mut events = response.bytes_stream();
+        match tokio::time::timeout(idle, events.next()).await {
+            Ok(Some(Ok(first))) if !contains_done(&first) => {}
+            Ok(Some(Ok(_))) => {
+                let why = format!("POST {path}: the stream ended with its first bytes");
+                return (during.await, Err(why));
+            }
+            Ok(Some(Err(e))) => return (during.await, Err(error_chain(&e))),
+            Ok(None) => return (during.await, Err(format!("POST {path}: an empty stream"))),
+            Err(_) => {
+                let why = format!("POST {path}: no event within {idle:?}");
+                return (during.await, Err(why));
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut ended: Option<String> = None;
+        let mut during = std::pin::pin!(during);
+        let output = loop {
+            tokio::select! {
+                output = &mut during => break output,
+                next = events.next(), if ended.is_none() => match next {
+                    Some(Ok(bytes)) if !contains_done(&bytes) => {}
+                    Some(Ok(_)) | None => {
+                        ended = Some(format!(
+                            "POST {path}: the stream ended {:?} after its first event, before \
+                             the requests made during it were answered",
+                            started.elapsed()
+                        ));
+                    }
+                    Some(Err(e)) => ended = Some(error_chain(&e)),
+                },
+            }
+        };
+        let rest = async {
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(idle, events.next()).await {}
+        };
+        let _ = tokio::time::timeout(self.timeouts.stream_deadline, rest).await;
+        (output, ended.map_or(Ok(()), Err))
+    }
+
     async fn exchange(
         &self,
         request_line: String,
@@ -244,6 +318,10 @@ impl Endpoint {
             })),
         }
     }
+}
+
+fn contains_done(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w == b"[DONE]")
 }
 
 pub(crate) fn header_text(

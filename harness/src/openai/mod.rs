@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod client;
+pub mod compare;
 pub mod probe;
 pub mod request;
 pub mod sse;

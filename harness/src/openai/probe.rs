@@ -2,7 +2,8 @@
 
 use super::check::{Checks, Rule};
 use super::client::{Answer, Endpoint, HttpCapture};
-use super::request::{ApiKind, GenerationRequest};
+use super::compare::{self, Generated};
+use super::request::{ApiKind, GenerationRequest, Prompt};
 use super::sse::StreamCapture;
 use super::validate;
 use crate::profile::{Profile, ProfileChoice};
@@ -13,6 +14,10 @@ pub const UNKNOWN_MODEL: &str = "dynamo-conformance/no-such-model";
 pub const GUIDE_MAX_TOKENS: u64 = 300;
 /// A bound small enough that every engine hits it.
 pub const SMALL_MAX_TOKENS: u64 = 5;
+/// `max_tokens` of the answers to the prompt beyond ASCII.
+pub const NON_ASCII_MAX_TOKENS: u64 = 48;
+/// `max_tokens` of the stop-sequence probe's baselines.
+pub const STOP_BASELINE_TOKENS: u64 = 32;
 
 /// One named group of API checks. The conformance cases and `api` run the same probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,14 @@ pub enum ApiProbe {
     /// Invalid `max_tokens` values (zero, negative, a string, above any context), streamed and
     /// not: each a 4xx with an error body, never a 5xx, a 200 or silence.
     InvalidParametersRejected,
+    /// A chat without `max_tokens`, streamed and not: answered, and `length` only at the
+    /// context `/v1/models` declares.
+    NoMaxTokens,
+    /// A prompt beyond ASCII, completion and chat, streamed and not: the streamed text invents
+    /// no U+FFFD its unstreamed twin lacks.
+    NonAsciiText,
+    /// A stop sequence taken from a greedy baseline answer, streamed and not.
+    StopSequence,
 }
 
 impl ApiProbe {
@@ -61,12 +74,15 @@ impl ApiProbe {
         ApiProbe::MalformedRequestRejected,
     ];
 
-    /// The edge probes `api` runs after [`ApiProbe::ALL`]. Not yet conformance cases: Dynamo
-    /// 0.4.1's engine hangs on `max_tokens: 0` (its mocker panics "reached max_output_tokens
-    /// limit", seen here) and would wedge the graph the cases share.
-    pub const EDGES: [ApiProbe; 3] = [
+    /// The edge probes, after [`ApiProbe::ALL`]: parameters clients send that the guide does
+    /// not. Invalid values come last: a release may wedge on one (Dynamo 0.4.1's mocker panics
+    /// on `max_tokens: 0`, seen here).
+    pub const EDGES: [ApiProbe; 6] = [
         ApiProbe::MaxTokensOne,
         ApiProbe::ChoicesN,
+        ApiProbe::StopSequence,
+        ApiProbe::NonAsciiText,
+        ApiProbe::NoMaxTokens,
         ApiProbe::InvalidParametersRejected,
     ];
 
@@ -86,6 +102,9 @@ impl ApiProbe {
             ApiProbe::MaxTokensOne => "max_tokens_one",
             ApiProbe::ChoicesN => "n_choices",
             ApiProbe::InvalidParametersRejected => "invalid_parameters_rejected",
+            ApiProbe::NoMaxTokens => "no_max_tokens",
+            ApiProbe::NonAsciiText => "non_ascii_text",
+            ApiProbe::StopSequence => "stop_sequence",
         }
     }
 
@@ -141,24 +160,111 @@ impl ApiProbe {
                 (Malformed::AboveContextMaxTokens, ApiKind::Chat),
                 (Malformed::ZeroMaxTokens, ApiKind::Chat),
             ]),
+            ApiProbe::NoMaxTokens => vec![
+                Expectation::Models,
+                Expectation::Generation(GenerationRequest::new(Chat, model, 0).unbounded()),
+                Expectation::Generation(
+                    GenerationRequest::new(Chat, model, 0)
+                        .unbounded()
+                        .streamed(),
+                ),
+            ],
+            ApiProbe::NonAsciiText => [Completions, Chat]
+                .into_iter()
+                .flat_map(|kind| {
+                    let request = GenerationRequest::new(kind, model, NON_ASCII_MAX_TOKENS)
+                        .prompt(Prompt::NonAscii);
+                    [
+                        Expectation::Generation(request.clone()),
+                        Expectation::Generation(request.streamed()),
+                    ]
+                })
+                .collect(),
+            ApiProbe::StopSequence => {
+                let baseline = GenerationRequest::new(Chat, model, STOP_BASELINE_TOKENS).greedy();
+                vec![
+                    Expectation::Generation(baseline.clone()),
+                    Expectation::Generation(baseline),
+                ]
+            }
         }
     }
 
     /// Sends the probe's requests and records the answers.
     pub async fn observe(self, endpoint: &Endpoint, model: &str) -> Observation {
+        self.observe_withholding(endpoint, model, &[], "").await
+    }
+
+    /// As [`ApiProbe::observe`], but the requests `withheld` names are not sent: each is
+    /// recorded unanswered, `why` given.
+    pub async fn observe_withholding(
+        self,
+        endpoint: &Endpoint,
+        model: &str,
+        withheld: &[Withheld],
+        why: &str,
+    ) -> Observation {
+        let unsent = || Captured::Http(Answer::Unanswered(format!("not sent: {why}")));
         let mut exchanges = Vec::new();
         for expectation in self.requests(model) {
-            let captured = expectation.send(endpoint, model).await;
+            let captured = match &expectation {
+                Expectation::Rejected(malformed, _, _)
+                    if withheld.contains(&Withheld::Rejection(*malformed)) =>
+                {
+                    unsent()
+                }
+                _ => expectation.send(endpoint, model).await,
+            };
             exchanges.push(Exchange {
                 expectation,
                 captured,
             });
+        }
+        if self == ApiProbe::StopSequence {
+            // The stop sequence comes from what the baselines answered.
+            let texts: Vec<String> = exchanges
+                .iter()
+                .filter_map(|e| match &e.captured {
+                    Captured::Http(Answer::Answered(c)) => {
+                        Generated::from_response(c, ApiKind::Chat).map(|g| g.text)
+                    }
+                    _ => None,
+                })
+                .collect();
+            if let [a, b] = texts.as_slice()
+                && let Some(stop) = compare::choose_stop(a, b)
+            {
+                let stopped = GenerationRequest::new(ApiKind::Chat, model, STOP_BASELINE_TOKENS)
+                    .greedy()
+                    .stop_at(&stop);
+                for request in [stopped.clone(), stopped.streamed()] {
+                    let expectation = Expectation::Generation(request);
+                    let captured = if withheld.contains(&Withheld::StopSequence) {
+                        unsent()
+                    } else {
+                        expectation.send(endpoint, model).await
+                    };
+                    exchanges.push(Exchange {
+                        expectation,
+                        captured,
+                    });
+                }
+            }
         }
         Observation {
             probe: self,
             exchanges,
         }
     }
+}
+
+/// A request a probe can be told not to send, because it breaks a release's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withheld {
+    /// One rejection probe, streamed and not.
+    Rejection(Malformed),
+    /// The stop-sequence probe's stopped requests (its baselines are still sent).
+    StopSequence,
 }
 
 /// A request built to be rejected.
@@ -249,6 +355,9 @@ pub enum Expectation {
     Rejected(Malformed, ApiKind, bool),
     /// A worker system port's `/health` or `/live`.
     Worker(Rule),
+    /// A worker system port's `/health` or `/live` asked while a generation streamed; `Err`
+    /// says why no generation was in flight when it was answered.
+    WorkerInFlight(Rule, Result<(), String>),
 }
 
 /// An answer as captured, streamed or not.
@@ -309,13 +418,8 @@ impl Expectation {
                 }
                 Captured::Stream(answer)
             }
-            Expectation::Worker(rule) => {
-                let path = if *rule == Rule::WorkerLive {
-                    "/live"
-                } else {
-                    "/health"
-                };
-                Captured::Http(endpoint.get(path).await)
+            Expectation::Worker(rule) | Expectation::WorkerInFlight(rule, _) => {
+                Captured::Http(endpoint.get(worker_path(*rule)).await)
             }
         }
     }
@@ -339,18 +443,22 @@ impl Expectation {
                     m.label()
                 ),
             ),
-            Expectation::Worker(rule) => (
-                *rule,
-                format!(
-                    "GET {}",
-                    if *rule == Rule::WorkerLive {
-                        "/live"
-                    } else {
-                        "/health"
-                    }
-                ),
-            ),
+            Expectation::Worker(rule) => (*rule, format!("GET {}", worker_path(*rule))),
+            Expectation::WorkerInFlight(rule, _) => {
+                (*rule, format!("GET {} {IN_FLIGHT}", worker_path(*rule)))
+            }
         }
+    }
+}
+
+/// How the subject of a worker check asked during a generation reads.
+const IN_FLIGHT: &str = "(while a generation streams)";
+
+fn worker_path(rule: Rule) -> &'static str {
+    if rule == Rule::WorkerLive {
+        "/live"
+    } else {
+        "/health"
     }
 }
 
@@ -394,6 +502,23 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
             }
             (Expectation::FrontendHealth, Captured::Http(Answer::Answered(c))) => {
                 validate::frontend_health(c, profile, &mut checks)
+            }
+            (Expectation::Generation(request), Captured::Http(Answer::Answered(c)))
+                if request.max_tokens.is_none() && c.status != 200 =>
+            {
+                compare::max_tokens_required(
+                    &c.request_line,
+                    c.status,
+                    &c.body,
+                    profile,
+                    &mut checks,
+                )
+            }
+            (Expectation::Generation(request), Captured::Stream(Answer::Answered(c)))
+                if request.max_tokens.is_none() && c.status != 200 =>
+            {
+                let body = c.error_body.as_deref().unwrap_or("");
+                compare::max_tokens_required(&c.request_line, c.status, body, profile, &mut checks)
             }
             (Expectation::Models, Captured::Http(Answer::Answered(c))) => {
                 validate::models(c, model, profile, &mut checks)
@@ -443,6 +568,19 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
             (Expectation::Worker(rule), Captured::Http(Answer::Answered(c))) => {
                 validate::worker_probe(c, *rule, &mut checks)
             }
+            (Expectation::WorkerInFlight(rule, Err(why)), Captured::Http(Answer::Answered(c))) => {
+                checks.fail(
+                    *rule,
+                    &format!("{} {IN_FLIGHT}", c.request_line),
+                    "a generation in flight while the worker answered",
+                    why.clone(),
+                )
+            }
+            (Expectation::WorkerInFlight(rule, Ok(())), Captured::Http(Answer::Answered(c))) => {
+                let mut c = c.clone();
+                c.request_line = format!("{} {IN_FLIGHT}", c.request_line);
+                validate::worker_probe(&c, *rule, &mut checks)
+            }
             (expectation, Captured::Stream(Answer::Answered(c))) => {
                 let (rule, subject) = expectation.first_rule();
                 checks.fail(
@@ -454,18 +592,106 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
             }
         }
     }
+    cross_checks(exchanges, model, profile, &mut checks);
     checks
 }
 
-/// Checks a worker's system port: `/health` ready and `/live`.
-pub async fn observe_worker(system: &Endpoint) -> Vec<Exchange> {
+/// What an exchange generated, when it was a generation answered 200.
+fn generated(exchange: &Exchange) -> Option<(&GenerationRequest, Generated, String)> {
+    let Expectation::Generation(request) = &exchange.expectation else {
+        return None;
+    };
+    match &exchange.captured {
+        Captured::Http(Answer::Answered(c)) => {
+            Generated::from_response(c, request.kind).map(|g| (request, g, c.request_line.clone()))
+        }
+        Captured::Stream(Answer::Answered(c)) => {
+            Generated::from_stream(c, request.kind).map(|g| (request, g, c.request_line.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The rules that compare a probe's exchanges with each other: a stream with its unstreamed
+/// twin, a stopped answer with its baselines, an unbounded answer with the declared context.
+fn cross_checks(exchanges: &[Exchange], model: &str, profile: &Profile, checks: &mut Checks) {
+    let context = exchanges
+        .iter()
+        .find_map(|e| match (&e.expectation, &e.captured) {
+            (Expectation::Models, Captured::Http(Answer::Answered(c))) => {
+                compare::declared_context(c, model)
+            }
+            _ => None,
+        });
+    let answers: Vec<_> = exchanges.iter().filter_map(generated).collect();
+    let unstreamed = |wanted: &GenerationRequest| {
+        answers.iter().find(|(r, _, _)| {
+            !r.stream && r.kind == wanted.kind && r.prompt == wanted.prompt && r.stop.is_none()
+        })
+    };
+    for (request, answer, subject) in &answers {
+        if request.max_tokens.is_none() {
+            compare::length_at_context(subject, answer, context, profile, checks);
+        }
+        if let Some(stop) = &request.stop {
+            let baselines: Vec<&Generated> = answers
+                .iter()
+                .filter(|(r, _, _)| r.greedy && r.stop.is_none() && !r.stream)
+                .map(|(_, g, _)| g)
+                .collect();
+            if let [a, b] = baselines.as_slice() {
+                compare::stop_sequence(subject, request, answer, [a, b], checks);
+            } else {
+                checks.fail(
+                    Rule::StopSequence,
+                    subject,
+                    "two baseline answers to compare with",
+                    format!("{} (stop {stop:?})", baselines.len()),
+                );
+            }
+        }
+    }
+    for exchange in exchanges {
+        if let (Expectation::Generation(request), Captured::Stream(Answer::Answered(c))) =
+            (&exchange.expectation, &exchange.captured)
+            && c.status == 200
+        {
+            let streamed = Generated::from_stream(c, request.kind);
+            let twin = unstreamed(request).map(|(_, g, _)| g);
+            compare::stream_utf8(c, streamed.as_ref(), twin, checks);
+        }
+    }
+}
+
+/// Checks a worker's system port, `/health` ready and `/live`: idle, then again while a
+/// streamed chat of [`GUIDE_MAX_TOKENS`] runs through `frontend` (a liveness probe that fails
+/// under load restarts the pod on a real cluster).
+pub async fn observe_worker(system: &Endpoint, frontend: &Endpoint, model: &str) -> Vec<Exchange> {
+    let rules = [Rule::WorkerHealth, Rule::WorkerLive];
     let mut exchanges = Vec::new();
-    for rule in [Rule::WorkerHealth, Rule::WorkerLive] {
+    for rule in rules {
         let expectation = Expectation::Worker(rule);
         let captured = expectation.send(system, "").await;
         exchanges.push(Exchange {
             expectation,
             captured,
+        });
+    }
+    let generation = GenerationRequest::new(ApiKind::Chat, model, GUIDE_MAX_TOKENS).streamed();
+    let asked = async {
+        let mut answers = Vec::new();
+        for rule in rules {
+            answers.push(system.get(worker_path(rule)).await);
+        }
+        answers
+    };
+    let (answers, in_flight) = frontend
+        .during_stream(generation.kind.path(), &generation.body(), asked)
+        .await;
+    for (rule, answer) in rules.into_iter().zip(answers) {
+        exchanges.push(Exchange {
+            expectation: Expectation::WorkerInFlight(rule, in_flight.clone()),
+            captured: Captured::Http(answer),
         });
     }
     exchanges
@@ -482,15 +708,22 @@ pub struct ApiVerdict {
     pub checks: Checks,
 }
 
-/// Judges observations against the profiles `choice` allows; the first profile
-/// with no violation wins, otherwise the one with fewest.
-pub fn judge(observations: &[Observation], model: &str, choice: ProfileChoice) -> ApiVerdict {
+/// Judges observations, and the workers' exchanges from [`observe_worker`], against the
+/// profiles `choice` allows; the first profile with no violation wins, otherwise the one with
+/// fewest.
+pub fn judge(
+    observations: &[Observation],
+    workers: &[Exchange],
+    model: &str,
+    choice: ProfileChoice,
+) -> ApiVerdict {
     let mut best: Option<ApiVerdict> = None;
     for profile in choice.candidates() {
         let mut checks = Checks::default();
         for observation in observations {
             checks.extend(observation.judge(model, profile));
         }
+        checks.extend(judge_exchanges(workers, model, profile));
         let verdict = ApiVerdict {
             profile,
             matched: checks.all_passed(),

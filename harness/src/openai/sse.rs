@@ -131,8 +131,11 @@ pub struct StreamCapture {
     pub end: StreamEnd,
     /// The raw body when the status was not 200 (not read as events).
     pub error_body: Option<String>,
-    /// The body as received when the status was 200 (the first 4 MiB), for the framing check.
+    /// The body as received when the status was 200 (the first 4 MiB), for the framing check;
+    /// bytes that are not UTF-8 are read as U+FFFD.
     pub raw: String,
+    /// The byte offset of the first sequence in the body that is not UTF-8, if any.
+    pub invalid_utf8_at: Option<usize>,
 }
 
 impl StreamCapture {
@@ -167,6 +170,7 @@ pub async fn read(
         end: StreamEnd::Closed,
         error_body: None,
         raw: String::new(),
+        invalid_utf8_at: None,
     };
     if status != 200 {
         let body = tokio::time::timeout(timeouts.stream_idle, response.text()).await;
@@ -237,13 +241,36 @@ pub async fn read(
             }
         }
     }
-    capture.raw = String::from_utf8_lossy(&raw.lock().expect("raw body lock")).into_owned();
+    let raw = raw.lock().expect("raw body lock");
+    capture.invalid_utf8_at = invalid_utf8_at(&raw);
+    capture.raw = String::from_utf8_lossy(&raw).into_owned();
     capture
+}
+
+/// The offset of the first byte sequence that is not UTF-8; a character cut by the end of the
+/// kept bytes does not count.
+pub fn invalid_utf8_at(bytes: &[u8]) -> Option<usize> {
+    match std::str::from_utf8(bytes) {
+        Err(e) if e.error_len().is_some() => Some(e.valid_up_to()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bytes_that_are_not_utf8_count_as_invalid() {
+        let word = "Grüße".as_bytes();
+        assert_eq!(invalid_utf8_at(word), None);
+        assert_eq!(
+            invalid_utf8_at(&word[..3]),
+            None,
+            "cut by the end of what was kept"
+        );
+        assert_eq!(invalid_utf8_at(&[b'a', 0xC3, b'b']), Some(1));
+    }
 
     #[test]
     fn blocks_keep_what_parsers_drop() {

@@ -299,7 +299,11 @@ pub fn response(
                     .and_then(|m| m.get("role"))
                     .and_then(Value::as_str)
                     == Some("assistant");
-            !role_ok || choice_text(c, request.kind, false).is_none_or(str::is_empty)
+            // A stop sequence may come first: an empty answer is then what OpenAI specifies.
+            let may_be_empty = request.stop.is_some()
+                && c.get("finish_reason").and_then(Value::as_str) == Some("stop");
+            !role_ok
+                || (!may_be_empty && choice_text(c, request.kind, false).is_none_or(str::is_empty))
         })
         .map(|c| excerpt(&c.to_string(), 120))
         .collect();
@@ -391,22 +395,26 @@ fn usage_rules(
         ),
         || format!("total_tokens {total}"),
     );
+    // Without max_tokens the bound is the context, judged by the probe that knows it.
+    let Some(max_tokens) = request.max_tokens else {
+        return;
+    };
     checks.expect(
         Rule::UsageMaxTokens,
         subject,
-        completion <= request.max_tokens,
-        format!("completion_tokens <= max_tokens {}", request.max_tokens),
+        completion <= max_tokens,
+        format!("completion_tokens <= max_tokens {max_tokens}"),
         || format!("completion_tokens {completion}"),
     );
     if length_finish {
-        let floor = request.max_tokens.saturating_sub(profile.length_shortfall);
+        let floor = max_tokens.saturating_sub(profile.length_shortfall);
         checks.expect(
             Rule::UsageLengthFinish,
             subject,
             completion >= floor,
             format!(
-                "finish_reason \"length\" after at least {floor} tokens (max_tokens {}, profile {})",
-                request.max_tokens, profile.name
+                "finish_reason \"length\" after at least {floor} tokens (max_tokens {max_tokens}, profile {})",
+                profile.name
             ),
             || format!("completion_tokens {completion}"),
         );
@@ -608,7 +616,7 @@ pub fn stream(
     checks.expect(
         Rule::StreamText,
         subject,
-        !text.is_empty(),
+        !text.is_empty() || (request.stop.is_some() && last_reason.as_deref() == Some("stop")),
         "non-empty assembled text",
         || format!("empty text over {} choice chunks", choice_chunks.len()),
     );
@@ -625,20 +633,22 @@ pub fn stream(
         .filter(|ch| ch.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
         .filter(|ch| choice_text(ch, request.kind, true).is_some_and(|t| !t.is_empty()))
         .count() as u64;
+    let Some(max_tokens) = request.max_tokens else {
+        return;
+    };
     match final_usage {
         Some((_, completion, _)) => {
             let floor = if length_finish {
-                request.max_tokens.saturating_sub(profile.length_shortfall)
+                max_tokens.saturating_sub(profile.length_shortfall)
             } else {
                 0
             };
             checks.expect(
                 Rule::StreamMaxTokens,
                 subject,
-                completion <= request.max_tokens && completion >= floor,
+                completion <= max_tokens && completion >= floor,
                 format!(
-                    "completion_tokens <= max_tokens {}{}",
-                    request.max_tokens,
+                    "completion_tokens <= max_tokens {max_tokens}{}",
                     if length_finish {
                         format!(" and >= {floor} for a length finish")
                     } else {
@@ -652,8 +662,8 @@ pub fn stream(
             checks.expect(
                 Rule::StreamMaxTokens,
                 subject,
-                text_chunks <= request.max_tokens,
-                format!("at most max_tokens {} text chunks", request.max_tokens),
+                text_chunks <= max_tokens,
+                format!("at most max_tokens {max_tokens} text chunks"),
                 || format!("{text_chunks} text chunks"),
             );
         }
@@ -1302,6 +1312,7 @@ mod tests {
             end,
             error_body: None,
             raw: data.iter().map(|d| format!("data: {d}\n\n")).collect(),
+            invalid_utf8_at: None,
         }
     }
 
