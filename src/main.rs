@@ -226,6 +226,12 @@ fn this_program() -> Result<PathBuf, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early ends the process quietly, as other CLIs do,
+    // rather than panicking on the broken pipe.
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if harness::operator::manager::invoked_as_manager() {
         return manager();
     }
@@ -412,12 +418,16 @@ fn api(args: ApiArgs) -> ExitCode {
             Ok(_) => {}
         }
         let mut observations = Vec::new();
-        for probe in ApiProbe::ALL.into_iter().chain(ApiProbe::EDGES) {
+        for probe in ApiProbe::ALL {
             observations.push(probe.observe(&endpoint, &args.model).await);
         }
+        // The workers before the edge probes, which may wedge a release (see ApiProbe::EDGES).
         let mut worker_exchanges = Vec::new();
         for worker in &workers {
             worker_exchanges.extend(observe_worker(worker, &endpoint, &args.model).await);
+        }
+        for probe in ApiProbe::EDGES {
+            observations.push(probe.observe(&endpoint, &args.model).await);
         }
         let verdict = judge(&observations, &worker_exchanges, &args.model, args.profile);
         for check in verdict.checks.iter() {
