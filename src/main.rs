@@ -165,6 +165,10 @@ struct RunArgs {
     /// List the cases instead of running them.
     #[arg(long)]
     list: bool,
+    /// Exit 1 when a case fails as its release's recorded finding says (`KNOWN`), as for any
+    /// failure: for release validation, where a release's known breaks must stop the line too.
+    #[arg(long)]
+    fail_on_known: bool,
 }
 
 #[derive(Debug, Args)]
@@ -313,7 +317,7 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let recorder: suite::Recorder = Arc::new(Mutex::new(Vec::new()));
     let trials = suite::trials(&config, &exe, Some(recorder.clone()));
-    let (filter, exact) = (args.filter.clone(), args.exact);
+    let (filter, exact, fail_on_known) = (args.filter.clone(), args.exact, args.fail_on_known);
     let arguments = libtest_mimic::Arguments {
         filter: args.filter,
         exact: args.exact,
@@ -366,7 +370,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(path) => println!("report: {}", path.display()),
         Err(e) => eprintln!("warning: could not write the report: {e}"),
     }
-    if conclusion.has_failed() {
+    if conclusion.has_failed() || (fail_on_known && report::tally(&results).known > 0) {
         ExitCode::from(exit::NONCONFORMANT)
     } else {
         ExitCode::from(exit::OK)

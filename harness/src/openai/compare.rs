@@ -6,6 +6,7 @@ use super::check::{Checks, Rule, excerpt};
 use super::client::HttpCapture;
 use super::request::{ApiKind, GenerationRequest};
 use super::sse::StreamCapture;
+use super::validate::choice_text;
 use crate::profile::Profile;
 
 /// The replacement character a decoder puts where bytes are not a character.
@@ -28,16 +29,6 @@ pub struct Generated {
     pub text_chunks: u64,
 }
 
-fn first_choice_text(choice: &Value, kind: ApiKind, streamed: bool) -> Option<&str> {
-    match kind {
-        ApiKind::Completions => choice.get("text").and_then(Value::as_str),
-        ApiKind::Chat => {
-            let holder = if streamed { "delta" } else { "message" };
-            choice.get(holder)?.get("content").and_then(Value::as_str)
-        }
-    }
-}
-
 fn tokens(usage: Option<&Value>, key: &str) -> Option<u64> {
     usage?.get(key)?.as_u64()
 }
@@ -51,7 +42,7 @@ impl Generated {
         let body = capture.json()?;
         let choice = body.get("choices")?.as_array()?.first()?;
         Some(Generated {
-            text: first_choice_text(choice, kind, false)
+            text: choice_text(choice, kind, false)
                 .unwrap_or_default()
                 .to_string(),
             finish_reason: choice
@@ -92,7 +83,7 @@ impl Generated {
                     continue;
                 }
                 any = true;
-                let text = first_choice_text(choice, kind, true).unwrap_or_default();
+                let text = choice_text(choice, kind, true).unwrap_or_default();
                 generated.text_chunks += u64::from(!text.is_empty());
                 generated.text.push_str(text);
                 if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {

@@ -197,7 +197,7 @@ fn usage_counts(usage: Option<&Value>) -> Option<(u64, u64, u64)> {
 }
 
 /// The text a choice carries: `text` for completions, the delta's or message's `content` for chat.
-fn choice_text(choice: &Value, kind: ApiKind, streamed: bool) -> Option<&str> {
+pub(crate) fn choice_text(choice: &Value, kind: ApiKind, streamed: bool) -> Option<&str> {
     match kind {
         ApiKind::Completions => choice.get("text").and_then(Value::as_str),
         ApiKind::Chat => {
