@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Parser, Subcommand};
 use harness::config::{Config, ConfigLayer, ProviderKind};
 use harness::openai::probe::observe_worker;
-use harness::openai::{ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
+use harness::openai::{Answer, ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
 use harness::profile::{Profile, ProfileChoice};
 use harness::{dynamo, report, suite};
 
@@ -428,7 +428,16 @@ fn api(args: ApiArgs) -> ExitCode {
         // The workers before the edge probes, which may wedge a release (see ApiProbe::EDGES).
         let mut worker_exchanges = Vec::new();
         for worker in &workers {
-            worker_exchanges.extend(observe_worker(worker, &endpoint, &args.model).await);
+            let mut exchanges = observe_worker(worker, &endpoint, &args.model).await;
+            // Several workers: each line says whose port answered.
+            for exchange in &mut exchanges {
+                if let harness::openai::probe::Captured::Http(Answer::Answered(c)) =
+                    &mut exchange.captured
+                {
+                    c.request_line = format!("{} ({})", c.request_line, worker.base());
+                }
+            }
+            worker_exchanges.extend(exchanges);
         }
         for probe in ApiProbe::EDGES {
             observations.push(probe.observe(&endpoint, &args.model).await);

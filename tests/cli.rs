@@ -17,7 +17,12 @@ fn conformance(args: &[&str]) -> Output {
 }
 
 /// Runs `api` against a fault server in a thread of its own, so the server keeps answering.
+/// Streams may be silent for 5 s: enough on a busy 2-core runner, short beside a stall's verdict.
 fn api_against(behaviour: Behaviour, profile: &str) -> Output {
+    api_against_idle(behaviour, profile, "5")
+}
+
+fn api_against_idle(behaviour: Behaviour, profile: &str, idle_secs: &str) -> Output {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(FaultServer::start(behaviour)).unwrap();
     let (url, system) = (server.url(), server.system_url());
@@ -30,7 +35,7 @@ fn api_against(behaviour: Behaviour, profile: &str) -> Output {
         "--profile",
         profile,
         "--stream-idle-secs",
-        "1",
+        idle_secs,
         "--worker-url",
         &system,
     ]);
@@ -252,9 +257,10 @@ fn api_reports_the_strict_openai_verdict_beside_the_release_profile() {
 #[test]
 fn a_stall_fails_within_the_idle_timeout_naming_what_came_last() {
     let started = std::time::Instant::now();
-    let output = api_against(
+    let output = api_against_idle(
         Behaviour::conforming(Flavor::V1).with_fault(Fault::Stall),
         "1.x",
+        "1",
     );
     let out = stdout(&output);
     assert!(
