@@ -18,7 +18,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 profile=${NEXTEST_PROFILE:-default}
-junit_dir=target/nextest/$profile
+target_dir=${CARGO_TARGET_DIR:-target}
+junit_dir=$target_dir/nextest/$profile
 status=0
 keep() { [ -f "$junit_dir/junit.xml" ] && mv "$junit_dir/junit.xml" "$junit_dir/$1" || true; }
 
@@ -37,7 +38,7 @@ DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.6.1 cargo nextest run --test faults --profil
 keep junit-faults.xml
 # The local cluster (its agent and Dynamo processes) stays up between runs of the suite; the
 # tests leave none behind.
-target/debug/dynamo-conformance local down >/dev/null 2>&1 || true
+"$target_dir/debug/dynamo-conformance" local down >/dev/null 2>&1 || true
 
 if [ "${DYNAMO_CONFORMANCE_SKIP_KIND:-}" = 1 ]; then
   echo "test.sh: SKIPPED the kind provider's conformance run and field failures (DYNAMO_CONFORMANCE_SKIP_KIND=1)"
@@ -49,7 +50,7 @@ else
   DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1 cargo nextest run --test kind --profile "$profile" || status=$?
   keep junit-kind-faults.xml
   # The kind cluster costs CPU while it runs; a Docker engine the suite started is stopped too.
-  target/debug/dynamo-conformance kind down || true
+  "$target_dir/debug/dynamo-conformance" kind down || true
 fi
 
 exit "$status"

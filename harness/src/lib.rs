@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod debian;
+pub mod disk;
 pub mod docker;
 pub mod dynamo;
 #[cfg(feature = "fault-server")]

@@ -145,6 +145,12 @@ pub struct MockerRoles {
     pub decode: &'static [&'static str],
     /// For the prefill worker.
     pub prefill: &'static [&'static str],
+    /// Whether the release's own prefill worker registers the model (writes a model card). 0.4.x's
+    /// does not: `init_prefill` serves `prefill.generate` and `prefill.clear_kv_blocks` only ("TODO
+    /// register_prefill", `dynamo/vllm/main.py` of 0.4.1), so the runtime image serves those
+    /// endpoints instead of running a mocker, whose card would replace the decode worker's (the
+    /// guide's 0.4.0 prefill card lacks `slug`, which 0.4.1's frontend cannot read).
+    pub prefill_registers_model: bool,
 }
 
 impl MockerRoles {
@@ -173,6 +179,7 @@ impl Profile {
         mocker_roles: MockerRoles {
             decode: &["--endpoint", "dyn://{namespace}.backend.generate"],
             prefill: &["--endpoint", "dyn://{namespace}.prefill.generate"],
+            prefill_registers_model: false,
         },
         discovery: Discovery::EtcdAndNats,
         // Seen running 0.4.1 here: streamed choices (completions and chat) carry no
@@ -196,6 +203,7 @@ impl Profile {
         mocker_roles: MockerRoles {
             decode: &["--disaggregation-mode", "decode"],
             prefill: &["--disaggregation-mode", "prefill"],
+            prefill_registers_model: true,
         },
         discovery: Discovery::Kubernetes,
         // Seen running 1.6.1 here: streamed /v1/completions choices carry no finish_reason key

@@ -535,6 +535,7 @@ pub fn engine_json(runtime: &RuntimeRelease) -> String {
         "model_path": "/opt/dynamo-conformance/model",
         "decode": runtime.profile.mocker_roles.decode,
         "prefill": runtime.profile.mocker_roles.prefill,
+        "prefill_registers_model": runtime.profile.mocker_roles.prefill_registers_model,
     })
     .to_string()
 }
@@ -728,10 +729,12 @@ mod tests {
             engine["prefill"],
             serde_json::json!(["--endpoint", "dyn://{namespace}.prefill.generate"])
         );
+        assert_eq!(engine["prefill_registers_model"], false);
         let engine: serde_json::Value = serde_json::from_str(&engine_json(&RUNTIMES[2])).unwrap();
         assert_eq!(
             engine["decode"],
             serde_json::json!(["--disaggregation-mode", "decode"])
         );
+        assert_eq!(engine["prefill_registers_model"], true);
     }
 }

@@ -247,12 +247,13 @@ pub async fn ensure(
     for (n, image) in images.iter().enumerate() {
         let key = image.key(&keys);
         keys.insert(image.reference.clone(), key.clone());
-        if let Some((have, id)) = existing(docker, &image.reference).await
-            && have == key
+        let before = existing(docker, &image.reference).await;
+        if let Some((have, id)) = &before
+            && *have == key
         {
             built.push(Built {
                 reference: image.reference.clone(),
-                id,
+                id: id.clone(),
                 key,
                 fresh: false,
             });
@@ -279,6 +280,11 @@ pub async fn ensure(
             image.reference,
             command::minutes(started.elapsed())
         );
+        if let Some((_, superseded)) = before
+            && superseded != id
+        {
+            remove_superseded(docker, &superseded).await;
+        }
         built.push(Built {
             reference: image.reference.clone(),
             id,
@@ -286,7 +292,53 @@ pub async fn ensure(
             fresh: true,
         });
     }
+    if built.iter().any(|b| b.fresh) {
+        prune_dangling(docker).await;
+    }
     Ok(built)
+}
+
+/// Removes the untagged images the suite built ([`MANAGED_LABEL`]) that no container uses:
+/// what earlier rebuilds left behind. Nothing without the label is touched.
+async fn prune_dangling(docker: &Docker) {
+    let filters = HashMap::from([
+        ("dangling".to_string(), vec!["true".to_string()]),
+        ("label".to_string(), vec![MANAGED_LABEL.to_string()]),
+    ]);
+    let options = bollard::query_parameters::PruneImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    if let Ok(pruned) = docker.prune_images(Some(options)).await
+        && let Some(bytes) = pruned.space_reclaimed.filter(|b| *b > 0)
+    {
+        eprintln!(
+            "dynamo-conformance: removed {} untagged images of earlier builds ({})",
+            pruned.images_deleted.map_or(0, |d| d.len()),
+            crate::disk::gb(u64::try_from(bytes).unwrap_or_default())
+        );
+    }
+}
+
+/// Removes the image a rebuild untagged, if the suite built it ([`MANAGED_LABEL`]) and nothing
+/// else uses it (no force: a container or another tag keeps it), so that rebuilds (the operator
+/// stand-in, whose binary changes with every build of this program) do not fill the disk.
+async fn remove_superseded(docker: &Docker, id: &str) {
+    let managed = docker
+        .inspect_image(id)
+        .await
+        .ok()
+        .and_then(|i| i.config)
+        .and_then(|c| c.labels)
+        .is_some_and(|l| l.contains_key(MANAGED_LABEL));
+    if managed {
+        let _ = docker
+            .remove_image(
+                id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
 }
 
 fn labels(image: &Image, key: &str) -> Vec<(String, String)> {

@@ -71,6 +71,9 @@ pub enum KindError {
         /// The error.
         source: std::io::Error,
     },
+    /// Too little disk is free for the nodes or the images they load.
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     /// The kubeconfig kind wrote cannot be used.
     #[error("the kind cluster's kubeconfig {path}: {reason}")]
     Kubeconfig {
@@ -282,6 +285,15 @@ pub async fn up(config: &Config) -> Result<KindCluster, KindError> {
     }
     let _ = std::fs::remove_file(stamp_path(&cache_dir));
     let _ = std::fs::remove_file(loaded_path(&cache_dir));
+    if gpus == Gpus::Simulated {
+        node_disk_need(&engine, &artifacts, &rendered)
+            .await?
+            .check(
+                &docker_root(&engine).await,
+                "create the kind cluster",
+                DISK_HINT,
+            )?;
+    }
     create(&cluster, &rendered, &cache_dir).await?;
     let client = client(&cluster).await?;
     match gpus {
@@ -363,6 +375,40 @@ async fn node_image(
     images::ensure(&engine.docker, &all, &work).await?;
     let _ = std::fs::remove_file(&saved);
     Ok(())
+}
+
+/// What the simulated path's nodes take on Docker's disk: each node imports the baked images
+/// into its own containerd (a volume per node), which keeps every layer packed and unpacked.
+async fn node_disk_need(
+    engine: &Engine,
+    artifacts: &catalog::NodeArtifacts,
+    rendered: &str,
+) -> Result<crate::disk::Need, KindError> {
+    let nodes = serde_json::from_str::<serde_json::Value>(rendered)
+        .ok()
+        .and_then(|c| c["nodes"].as_array().map(Vec::len))
+        .unwrap_or(1) as u64;
+    let mut bytes = 0u64;
+    for image in catalog::node_images(artifacts)
+        .iter()
+        .filter(|i| i.placement == images::Placement::Node)
+    {
+        let size = engine
+            .docker
+            .inspect_image(&image.reference)
+            .await
+            .map_err(DockerError::api(format!("inspect {}", image.reference)))?
+            .size
+            .unwrap_or_default();
+        bytes += u64::try_from(size).unwrap_or_default();
+    }
+    Ok(crate::disk::Need {
+        bytes: bytes * 2 * nodes,
+        reckoning: format!(
+            "the node's images of {} × 2, packed and unpacked, × {nodes} nodes",
+            crate::disk::gb(bytes)
+        ),
+    })
 }
 
 /// `kind create cluster`, its progress echoed.
@@ -583,25 +629,90 @@ pub async fn load_images(
     Ok(built)
 }
 
-/// `kind load docker-image` of `references` into every node (recorded by [`load_images`] only;
-/// a direct caller, such as a test that removes and restores an image, loads unrecorded).
+/// `kind load docker-image` of `references` into the nodes pods can be scheduled on (not the
+/// tainted control plane, where none of the guide's pods runs), after checking that Docker's
+/// disk holds them: containerd keeps each layer twice, packed and unpacked, on every node.
+/// Recorded by [`load_images`] only; a direct caller, such as a test that removes and restores
+/// an image, loads unrecorded.
 pub async fn load(
     cluster: &KindCluster,
     cache_dir: &Path,
     references: &[String],
 ) -> Result<(), KindError> {
+    let nodes = schedulable_nodes(&client(cluster).await?).await?;
+    let engine = docker::ensure(cache_dir).await?;
+    let mut bytes = 0u64;
+    for reference in references {
+        let size = engine
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(DockerError::api(format!("inspect {reference}")))?
+            .size
+            .unwrap_or_default();
+        bytes += u64::try_from(size).unwrap_or_default();
+    }
+    let need = crate::disk::Need {
+        bytes: bytes * 2 * nodes.len() as u64,
+        reckoning: format!(
+            "{} images of {} × 2, packed and unpacked, × {} nodes",
+            references.len(),
+            crate::disk::gb(bytes),
+            nodes.len()
+        ),
+    };
+    need.check(
+        &docker_root(&engine).await,
+        &format!("load {} images into the kind nodes", references.len()),
+        DISK_HINT,
+    )?;
     let mut command = kind(&cluster.kind, cache_dir);
     command
-        .args(["load", "docker-image", "--name", &cluster.name])
+        .args(["load", "docker-image", "--name", &cluster.name, "--nodes"])
+        .arg(nodes.join(","))
         .args(references);
     let what = format!(
-        "load {} images into the kind nodes (kind load)",
-        references.len()
+        "load {} images into the kind nodes {} (kind load)",
+        references.len(),
+        nodes.join(", ")
     );
     tokio::task::spawn_blocking(move || command::run(&mut command, &what, Bounds::long()))
         .await
         .expect("kind does not panic")?;
     Ok(())
+}
+
+/// What frees Docker's disk, for [`crate::disk::DiskError::Short`].
+const DISK_HINT: &str = "`dynamo-conformance kind down` deletes the suite's cluster, `docker image prune` removes unused images";
+
+/// Docker's data root (`docker info`'s DockerRootDir), where nodes and images take their space.
+async fn docker_root(engine: &Engine) -> PathBuf {
+    engine
+        .docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.docker_root_dir)
+        .map_or_else(|| PathBuf::from("/var/lib/docker"), PathBuf::from)
+}
+
+/// The nodes without a NoSchedule or NoExecute taint: where the guide's pods can run.
+async fn schedulable_nodes(client: &Client) -> Result<Vec<String>, KindError> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| K8sError::api("list the kind nodes", e))?;
+    Ok(nodes
+        .items
+        .iter()
+        .filter(|n| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.effect != "PreferNoSchedule"))
+        })
+        .map(|n| n.name_any())
+        .collect())
 }
 
 /// The running cluster, if there is one, without creating it.
