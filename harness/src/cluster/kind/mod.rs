@@ -377,6 +377,22 @@ async fn node_image(
     Ok(())
 }
 
+/// The summed size of `references` in the engine, in bytes (as `docker images` reports them).
+async fn images_size(engine: &Engine, references: &[String]) -> Result<u64, KindError> {
+    let mut bytes = 0u64;
+    for reference in references {
+        let size = engine
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(DockerError::api(format!("inspect {reference}")))?
+            .size
+            .unwrap_or_default();
+        bytes += u64::try_from(size).unwrap_or_default();
+    }
+    Ok(bytes)
+}
+
 /// What the simulated path's nodes take on Docker's disk: each node imports the baked images
 /// into its own containerd (a volume per node), which keeps every layer packed and unpacked.
 async fn node_disk_need(
@@ -388,20 +404,12 @@ async fn node_disk_need(
         .ok()
         .and_then(|c| c["nodes"].as_array().map(Vec::len))
         .unwrap_or(1) as u64;
-    let mut bytes = 0u64;
-    for image in catalog::node_images(artifacts)
-        .iter()
+    let baked: Vec<String> = catalog::node_images(artifacts)
+        .into_iter()
         .filter(|i| i.placement == images::Placement::Node)
-    {
-        let size = engine
-            .docker
-            .inspect_image(&image.reference)
-            .await
-            .map_err(DockerError::api(format!("inspect {}", image.reference)))?
-            .size
-            .unwrap_or_default();
-        bytes += u64::try_from(size).unwrap_or_default();
-    }
+        .map(|i| i.reference)
+        .collect();
+    let bytes = images_size(engine, &baked).await?;
     Ok(crate::disk::Need {
         bytes: bytes * 2 * nodes,
         reckoning: format!(
@@ -641,17 +649,7 @@ pub async fn load(
 ) -> Result<(), KindError> {
     let nodes = schedulable_nodes(&client(cluster).await?).await?;
     let engine = docker::ensure(cache_dir).await?;
-    let mut bytes = 0u64;
-    for reference in references {
-        let size = engine
-            .docker
-            .inspect_image(reference)
-            .await
-            .map_err(DockerError::api(format!("inspect {reference}")))?
-            .size
-            .unwrap_or_default();
-        bytes += u64::try_from(size).unwrap_or_default();
-    }
+    let bytes = images_size(&engine, references).await?;
     let need = crate::disk::Need {
         bytes: bytes * 2 * nodes.len() as u64,
         reckoning: format!(
