@@ -627,6 +627,7 @@ fn local_command(command: LocalCommand) -> ExitCode {
         LocalCommand::Status(_) => match local::status(&config.cache_dir) {
             Ok(Some(cluster)) => {
                 print(&cluster);
+                print_costs(&config.cache_dir, &cluster.kubeconfig);
                 ExitCode::SUCCESS
             }
             Ok(None) => {
@@ -637,6 +638,42 @@ fn local_command(command: LocalCommand) -> ExitCode {
         },
         LocalCommand::Agent(_) => unreachable!("handled above"),
     }
+}
+
+/// What the kept local environment runs and costs: its graphs (parked or not) and each process's
+/// CPU over one second and memory.
+fn print_costs(cache_dir: &std::path::Path, kubeconfig: &std::path::Path) {
+    use harness::cluster::{cost, existing, park};
+    if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        let lines = runtime.block_on(async {
+            match existing::connect(kubeconfig, None).await {
+                Ok((client, _)) => park::describe(&client).await,
+                Err(e) => vec![format!("graphs: {e}")],
+            }
+        });
+        for line in lines {
+            println!("{line}");
+        }
+    }
+    let costs = cost::local(cache_dir, std::time::Duration::from_secs(1));
+    println!("processes (CPU over 1 s in % of one core, resident memory):");
+    for c in &costs {
+        println!(
+            "  {:>6.1}%  {:>5} MB  pid {:<7} {}",
+            c.cpu_percent,
+            c.rss_bytes / 1_000_000,
+            c.pid,
+            c.name
+        );
+    }
+    println!(
+        "  {:>6.1}%  {:>5} MB  total",
+        costs.iter().map(|c| c.cpu_percent).sum::<f64>(),
+        costs.iter().map(|c| c.rss_bytes).sum::<u64>() / 1_000_000
+    );
 }
 
 fn kind_command(command: KindCommand) -> ExitCode {

@@ -155,3 +155,115 @@ fn a_deleted_worker_pod_fails_the_cases_naming_it() {
         "no case failed naming the deleted pod {pod}:\n{output}"
     );
 }
+
+/// Removes what a test injected, however the test ends.
+struct Injected<'a> {
+    config: &'a Config,
+    delete: Vec<&'a str>,
+}
+
+impl Drop for Injected<'_> {
+    fn drop(&mut self) {
+        let mut args = vec!["delete", "--ignore-not-found"];
+        args.extend(&self.delete);
+        kubectl(self.config, &args);
+    }
+}
+
+/// Runs the cases matching `filter` with a known token, reporting into `report_dir`.
+fn run_filtered(filter: &str, report_dir: &Path, token: &str) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["run", filter, "--report-dir"])
+        .arg(report_dir)
+        .env("HF_TOKEN", token)
+        .stderr(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("a readable bundle").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if String::from_utf8_lossy(&std::fs::read(&path).expect("a readable file"))
+                .contains(needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_second_default_storage_class_is_diagnosed_by_name_with_a_bundle_free_of_the_token() {
+    let config = config();
+    let reports = tempfile::tempdir().expect("a report directory");
+    let case = "guide::storage::default_storage_class";
+    let token = "hf_injectedTOKENvalue0123456789";
+    let (code, output) = run_filtered(case, reports.path(), token);
+    assert_eq!(
+        code, 0,
+        "the case should pass before the injection:\n{output}"
+    );
+    let manifest = reports.path().join("second-default.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: injected-second-default\n  \
+         labels: {app.kubernetes.io/managed-by: dynamo-conformance}\n  \
+         annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}\n\
+         provisioner: rancher.io/local-path\nvolumeBindingMode: WaitForFirstConsumer\n",
+    )
+    .expect("the manifest is written");
+    kubectl(&config, &["apply", "-f", &manifest.display().to_string()]);
+    let injected = Injected {
+        config: &config,
+        delete: vec!["storageclass", "injected-second-default"],
+    };
+    let (code, output) = run_filtered(case, reports.path(), token);
+    drop(injected);
+    assert_eq!(code, 1, "the case should fail:\n{output}");
+    assert!(
+        output.contains("diagnosis: two-default-storage-classes: "),
+        "the failure should name its diagnosis:\n{output}"
+    );
+    let bundle = harness::evidence::dir_of(reports.path(), case);
+    for file in [
+        "failure.txt",
+        "transcript.txt",
+        "repro.sh",
+        "events.txt",
+        "versions.txt",
+        "objects/pods.yaml",
+        "objects/graphs.yaml",
+        "objects/components.yaml",
+        "objects/storageclasses.yaml",
+        "helm/releases.txt",
+    ] {
+        assert!(bundle.join(file).is_file(), "the bundle lacks {file}");
+    }
+    assert!(
+        std::fs::read_to_string(bundle.join("objects/storageclasses.yaml"))
+            .expect("the classes")
+            .contains("injected-second-default")
+    );
+    let report = std::fs::read_to_string(reports.path().join("report.json")).expect("the report");
+    assert!(
+        report.contains(&format!("\"evidence\": \"{}\"", bundle.display())),
+        "the report should link the bundle:\n{report}"
+    );
+    assert_eq!(
+        files_containing(reports.path(), token),
+        Vec::<PathBuf>::new(),
+        "the token leaked"
+    );
+}

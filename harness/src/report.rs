@@ -114,7 +114,9 @@ pub fn write_json(
                 Outcome::KnownFailure(d) => ("known_failure", d),
                 Outcome::Skipped(d) => ("skipped", d),
             };
-            json!({"name": r.name, "outcome": outcome, "detail": detail, "seconds": r.duration.as_secs_f64()})
+            let bundle = crate::evidence::dir_of(dir, &r.name);
+            let evidence = (outcome == "failed" && bundle.is_dir()).then(|| bundle.display().to_string());
+            json!({"name": r.name, "outcome": outcome, "detail": detail, "seconds": r.duration.as_secs_f64(), "evidence": evidence})
         })
         .collect();
     let t = tally(results);

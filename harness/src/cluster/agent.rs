@@ -273,7 +273,8 @@ pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
         tokio::pin!(bridge);
         let mut bridge_done = false;
         tokio::select! {
-            _ = crate::operator::run(client) => eprintln!("agent: the operator stand-in stopped"),
+            _ = crate::operator::run(client.clone()) => eprintln!("agent: the operator stand-in stopped"),
+            _ = super::park::watch(client, cache_dir.to_path_buf()) => {}
             _ = &mut bridge => {
                 bridge_done = true;
                 eprintln!("agent: the bridge stopped");

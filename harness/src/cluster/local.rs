@@ -393,7 +393,7 @@ fn kwok_workdir(cache_dir: &Path) -> PathBuf {
     k8s_dir(cache_dir).join("clusters")
 }
 
-fn cluster_dir(cache_dir: &Path) -> PathBuf {
+pub(crate) fn cluster_dir(cache_dir: &Path) -> PathBuf {
     kwok_workdir(cache_dir).join("clusters").join(CLUSTER_NAME)
 }
 
@@ -688,7 +688,7 @@ fn delete(bin: &Path, cache_dir: &Path) -> Result<(), LocalError> {
 }
 
 /// The components and pids kwokctl recorded in `pids/<component>.pid` (no trailing newline).
-fn cluster_pids(dir: &Path) -> Vec<(String, u32)> {
+pub(crate) fn cluster_pids(dir: &Path) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir(dir.join("pids")) else {
         return Vec::new();
     };

@@ -1,9 +1,11 @@
 //! Where the cluster comes from: providers behind one entry point, each handing back a kube client.
 
 pub mod agent;
+pub mod cost;
 pub mod existing;
 pub mod kind;
 pub mod local;
+pub mod park;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -289,7 +289,8 @@ pub enum Malformed {
 }
 
 impl Malformed {
-    fn body(self, model: &str, kind: ApiKind, stream: bool) -> String {
+    /// The request body sent for this malformation, as text (it need not be JSON).
+    pub fn body(self, model: &str, kind: ApiKind, stream: bool) -> String {
         match self {
             Malformed::UnknownModel => {
                 let request = GenerationRequest::new(kind, UNKNOWN_MODEL, SMALL_MAX_TOKENS);

@@ -1,12 +1,13 @@
 //! The guide's DynamoGraphDeployment, applied with the run's model and release, and waited for until ready.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::{Stage, StageError};
 use crate::cluster::Cluster;
+use crate::cluster::park::PARKED_ANNOTATION;
 use crate::config::Config;
 use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment, conditions};
 use crate::k8s::{K8sError, MANAGED_BY_LABEL, apply, wait};
@@ -247,39 +248,92 @@ async fn replace(
     }
 }
 
-/// Waits until every pod of the graph's components is Ready.
-async fn pods_ready(client: &Client, ns: &str, config: &Config) -> Result<(), K8sError> {
+/// Each service's `(component, replicas)` in a graph's spec (`replicas` defaults to 1).
+pub fn desired_replicas(spec: &Value) -> Vec<(String, i64)> {
+    spec["services"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(service, s)| {
+            (
+                crate::operator::graph::component_name(GRAPH, service),
+                s["replicas"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
+/// The components with fewer Ready pods (not terminating) than their spec asks, as
+/// `component: ready/wanted Ready`.
+pub fn short_of_replicas<'a>(
+    wanted: &[(String, i64)],
+    pods: impl Iterator<Item = &'a Pod> + Clone,
+) -> Vec<String> {
+    wanted
+        .iter()
+        .filter_map(|(component, want)| {
+            let ready = pods
+                .clone()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.labels().get(SELECTOR_LABEL) == Some(component)
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+                .count() as i64;
+            (ready < *want).then(|| format!("{component}: {ready}/{want} Ready"))
+        })
+        .collect()
+}
+
+/// Waits (watching the pods) until every component has as many Ready pods as the graph's spec
+/// asks: the graph's status can trail a change of its spec (workers brought back from a park).
+async fn pods_ready(
+    client: &Client,
+    ns: &str,
+    config: &Config,
+    wanted: &[(String, i64)],
+) -> Result<(), K8sError> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(crate::operator::component::TYPE_LABEL))
-        .await
-        .map_err(|e| K8sError::api(format!("list the pods of {GRAPH}"), e))?;
-    for pod in listed.items.iter().filter(|p| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.labels()
-                .get(SELECTOR_LABEL)
-                .is_some_and(|s| s.starts_with(&format!("{GRAPH}-")))
-    }) {
-        let name = pod.name_any();
-        wait::until(
-            client,
-            wait::Wait {
-                api: pods.clone(),
-                name: &name,
-                namespace: Some(ns),
-                condition: "Ready",
-                timeout: config.ready_timeout,
-            },
-            |p: Option<&Pod>| {
-                p.and_then(|p| p.status.as_ref())
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            },
-            |p: Option<&Pod>| p.map(pod_summary).unwrap_or_else(|| "gone".into()),
-        )
-        .await?;
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(
+            pods,
+            watcher::Config::default().labels(crate::operator::component::TYPE_LABEL),
+        ),
+    )
+    .default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut short = vec!["no pods listed yet".to_string()];
+    let waited = tokio::time::timeout(config.ready_timeout, async {
+        while let Some(event) = stream.next().await {
+            if event.is_err() {
+                continue;
+            }
+            let state = reader.state();
+            short = short_of_replicas(wanted, state.iter().map(|p| p.as_ref()));
+            if short.is_empty() {
+                return;
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(()) if short.is_empty() => Ok(()),
+        _ => Err(K8sError::Timeout {
+            what: format!("the pods of DynamoGraphDeployment {ns}/{GRAPH}"),
+            condition: "as many Ready as the graph asks".into(),
+            waited: config.ready_timeout,
+            last_seen: short.join("; "),
+        }),
     }
-    Ok(())
 }
 
 /// Applies the graph (unless someone else's graph of that name is there) and waits until it is ready.
@@ -337,6 +391,17 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             "applied the guide's DynamoGraphDeployment {GRAPH} (model {}, image tag {} where the guide has 0.4.1)",
             config.model, config.dynamo_version
         ));
+        if let Some(parked) = existing
+            .as_ref()
+            .and_then(|g| g.annotations().get(PARKED_ANNOTATION).cloned())
+        {
+            let unpark =
+                serde_json::json!({"metadata": {"annotations": {PARKED_ANNOTATION: null}}});
+            api.patch(GRAPH, &PatchParams::default(), &Patch::Merge(unpark))
+                .await
+                .map_err(|e| fail(K8sError::api(format!("unpark {ns}/{GRAPH}"), e)))?;
+            notes.push(format!("brought back the parked graph ({parked})"));
+        }
     }
     let waited = wait::until(
         &cluster.client,
@@ -352,9 +417,9 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     )
     .await;
     match waited {
-        Ok(_) => {
+        Ok(graph) => {
             // The graph's status trails its pods: the pods themselves must be Ready too.
-            pods_ready(&cluster.client, ns, config)
+            pods_ready(&cluster.client, ns, config, &desired_replicas(&graph.spec))
                 .await
                 .map_err(&fail)?;
             Ok(notes)
@@ -501,5 +566,57 @@ mod tests {
             describe(Some(&pending)),
             "state \"pending\", Ready=False (some_resources_are_not_ready: 1 resources not ready: [\"x\"])"
         );
+    }
+
+    fn pod(component: &str, ready: bool, terminating: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("{component}-x"),
+                "labels": {SELECTOR_LABEL: component},
+                "deletionTimestamp": terminating.then_some("2026-11-30T00:00:00Z"),
+            },
+            "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_component_short_of_its_replicas_keeps_the_graph_waiting() {
+        let mut graph: Value = serde_saphyr::from_str(FIXTURE).unwrap();
+        let wanted = desired_replicas(&graph["spec"]);
+        let decode = format!("{GRAPH}-vllmdecodeworker");
+        assert!(wanted.contains(&(decode.clone(), 1)), "{wanted:?}");
+        let frontend = format!("{GRAPH}-frontend");
+        let prefill = format!("{GRAPH}-vllmprefillworker");
+        // A stale "successful" status after the workers come back from a park: only the
+        // frontend's pod is there, then an old worker pod still terminating.
+        let pods = [pod(&frontend, true, false), pod(&decode, true, true)];
+        assert_eq!(
+            short_of_replicas(&wanted, pods.iter()),
+            [
+                format!("{decode}: 0/1 Ready"),
+                format!("{prefill}: 0/1 Ready")
+            ]
+        );
+        let pods = [
+            pod(&frontend, true, false),
+            pod(&decode, true, false),
+            pod(&prefill, false, false),
+        ];
+        assert_eq!(
+            short_of_replicas(&wanted, pods.iter()),
+            [format!("{prefill}: 0/1 Ready")]
+        );
+        let pods = [
+            pod(&frontend, true, false),
+            pod(&decode, true, false),
+            pod(&prefill, true, false),
+        ];
+        assert!(short_of_replicas(&wanted, pods.iter()).is_empty());
+        // Parked: no worker is wanted.
+        graph["spec"]["services"]["VllmDecodeWorker"]["replicas"] = 0.into();
+        graph["spec"]["services"]["VllmPrefillWorker"]["replicas"] = 0.into();
+        let wanted = desired_replicas(&graph["spec"]);
+        assert!(short_of_replicas(&wanted, [pod(&frontend, true, false)].iter()).is_empty());
     }
 }

@@ -96,7 +96,8 @@ pub struct Release<'a> {
     pub owned: bool,
 }
 
-fn helm(cluster: &Cluster) -> Command {
+/// `helm` with the cluster's kubeconfig and context.
+pub(crate) fn command(cluster: &Cluster) -> Command {
     let mut command = Command::new(&cluster.helm);
     command.arg("--kubeconfig").arg(&cluster.kubeconfig);
     if let Some(context) = &cluster.context {
@@ -112,7 +113,7 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
         stage: release.stage,
         reason,
     };
-    let status = helm(cluster)
+    let status = command(cluster)
         .args([
             "status",
             release.name,
@@ -145,7 +146,7 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
     if exists && state.starts_with("pending-") {
         // An interrupted run left helm's own lock (the release's status) behind. The stage lock
         // says no run of the suite is on it now, and the release is the suite's: take it back.
-        let out = helm(cluster)
+        let out = command(cluster)
             .args(["uninstall", release.name, "--namespace", release.namespace])
             .args(["--wait", "--timeout", "3m"])
             .output()
@@ -162,7 +163,7 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
             "the release was left {state} by an interrupted run; uninstalled and installed again"
         ));
     }
-    let mut command = helm(cluster);
+    let mut command = command(cluster);
     command.args(if release.owned {
         ["upgrade", "--install"].as_slice()
     } else {

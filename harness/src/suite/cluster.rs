@@ -184,21 +184,37 @@ pub fn cases(config: &Config) -> Vec<Case> {
 pub(super) struct Session {
     pub(super) cluster: Cluster,
     stages: Mutex<BTreeMap<Stage, Result<Vec<String>, String>>>,
+    /// This process counts as a run under way (nothing kept is parked meanwhile).
+    _activity: crate::ledger::Activity,
 }
 
 static SESSION: OnceLock<Result<Session, String>> = OnceLock::new();
+
+/// The cluster this process connected to, if it did.
+pub(super) fn current() -> Option<&'static Cluster> {
+    SESSION
+        .get()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| &s.cluster)
+}
 
 pub(super) async fn session(config: &Config, exe: &Path) -> Result<&'static Session, String> {
     if let Some(session) = SESSION.get() {
         return session.as_ref().map_err(Clone::clone);
     }
-    let connected = cluster::connect(config, exe)
-        .await
-        .map(|cluster| Session {
-            cluster,
-            stages: Mutex::new(BTreeMap::new()),
-        })
-        .map_err(|e| e.to_string());
+    // Waits only while the local agent parks the kept graph (seconds).
+    let activity = tokio::task::block_in_place(|| crate::ledger::Activity::hold(&config.cache_dir));
+    let connected = match activity {
+        Ok(activity) => cluster::connect(config, exe)
+            .await
+            .map(|cluster| Session {
+                cluster,
+                stages: Mutex::new(BTreeMap::new()),
+                _activity: activity,
+            })
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     let _ = SESSION.set(connected);
     SESSION
         .get()

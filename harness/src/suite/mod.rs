@@ -263,7 +263,13 @@ fn against_finding(
     }
 }
 
-async fn run_check(check: CaseCheck, name: &str, target: &Target, config: &Config) -> Outcome {
+async fn run_check(
+    check: CaseCheck,
+    name: &str,
+    target: &Target,
+    config: &Config,
+    transcript: &mut Vec<Exchange>,
+) -> Outcome {
     match check {
         CaseCheck::Api(api) => {
             let finding = crate::findings::for_case(config.dynamo_version, name);
@@ -278,6 +284,7 @@ async fn run_check(check: CaseCheck, name: &str, target: &Target, config: &Confi
                 Route::Worker(WorkerRole::Prefill),
             ];
             let checks = observation.judge(&target.model, target.profile);
+            transcript.extend(observation.exchanges);
             let violated = checks.violated_rules();
             let outcome = verdict(target, &routes, checks).await;
             against_finding(outcome, &violated, finding)
@@ -298,6 +305,7 @@ async fn run_check(check: CaseCheck, name: &str, target: &Target, config: &Confi
                 let exchanges: Vec<Exchange> =
                     probe::observe_worker(system, &target.frontend, &target.model).await;
                 let checks = probe::judge_exchanges(&exchanges, &target.model, target.profile);
+                transcript.extend(exchanges);
                 verdict(target, &[Route::Worker(role)], checks).await
             }
         },
@@ -394,7 +402,8 @@ async fn disaggregation(target: &Target) -> Outcome {
     }
 }
 
-/// Runs one case to its outcome, acquiring the target first.
+/// Runs one case to its outcome, acquiring the target first. A failure's message ends with
+/// where its evidence bundle is and the diagnoses the bundle supports ([`crate::evidence`]).
 pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome {
     if let Some(reason) = &case.skip {
         return Outcome::Skipped(reason.clone());
@@ -403,14 +412,84 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("cannot start a runtime: {e}")),
     };
-    if let CaseCheck::Cluster(check) = case.check {
-        return runtime.block_on(cluster::run(check, config, supervisor_exe));
-    }
-    let target = match target(config, supervisor_exe) {
-        Ok(t) => t,
-        Err(e) => return Outcome::Failed(format!("target unavailable: {e}")),
+    let mut transcript = Vec::new();
+    let outcome = if let CaseCheck::Cluster(check) = case.check {
+        runtime.block_on(cluster::run(check, config, supervisor_exe))
+    } else {
+        match target(config, supervisor_exe) {
+            Ok(target) => runtime.block_on(run_check(
+                case.check,
+                &case.name,
+                target,
+                config,
+                &mut transcript,
+            )),
+            Err(e) => Outcome::Failed(format!("target unavailable: {e}")),
+        }
     };
-    runtime.block_on(run_check(case.check, &case.name, target, config))
+    match outcome {
+        Outcome::Failed(message) => Outcome::Failed(runtime.block_on(with_evidence(
+            &case.name,
+            config,
+            message,
+            &transcript,
+        ))),
+        other => other,
+    }
+}
+
+/// The failure message followed by its bundle's place and the catalog's verdict.
+async fn with_evidence(
+    name: &str,
+    config: &Config,
+    message: String,
+    exchanges: &[Exchange],
+) -> String {
+    let metrics = acquired_target()
+        .map(|t| {
+            std::iter::once(("frontend".to_string(), t.frontend.clone()))
+                .chain(
+                    t.workers
+                        .iter()
+                        .map(|(role, e)| (role.as_str().to_string(), e.clone())),
+                )
+                .collect()
+        })
+        .unwrap_or_default();
+    let sources = crate::evidence::Sources {
+        case: name,
+        message: &message,
+        exchanges,
+        cluster: cluster::current().map(|c| (c, config.namespace.as_str())),
+        metrics,
+        release: format!(
+            "{} (profile {})",
+            config.dynamo_version,
+            config.dynamo_version.profile().name
+        ),
+        model: config.model.clone(),
+        frontend_service: format!("{}-frontend", crate::stages::graph::GRAPH),
+        secrets: crate::stages::secret::token(config, true)
+            .map(|(token, _)| vec![token])
+            .unwrap_or_default(),
+    };
+    let dir = crate::evidence::dir_of(&config.report_dir, name);
+    match crate::evidence::gather(&dir, sources).await {
+        Ok(bundle) => format!(
+            "{message}\nevidence: {} ({} files; {})\n{}",
+            bundle.dir.display(),
+            bundle.files.len(),
+            bundle.archive.display(),
+            crate::diagnosis::verdict(&crate::diagnosis::diagnose(&bundle.evidence))
+        ),
+        Err(e) => format!(
+            "{message}\nevidence: {e}\n{}",
+            crate::diagnosis::verdict(&crate::diagnosis::diagnose(&crate::diagnosis::Evidence {
+                message: message.clone(),
+                ..Default::default()
+            }))
+        ),
+    }
 }
 
 /// The process-wide runtime: clients made in it (kube's, reqwest's) and port-forwards stay usable across cases.
