@@ -46,6 +46,35 @@ enum Command {
     /// Manage the kind cluster (real kubelets in Docker; GPUs real on a GPU runner, else simulated).
     #[command(subcommand)]
     Kind(KindCommand),
+    /// Remove what runs no longer under way created (after a crash or `kill -9`), by their ledgers
+    /// under <cache>/runs, or by the run label when a ledger is gone.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+struct CleanupArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only this run's objects (its id as `run` printed it).
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    run: Option<String>,
+    /// Every run no longer under way, and objects labelled with a run whose ledger is gone.
+    #[arg(long)]
+    all: bool,
+    /// List the runs on record and what each created, and remove nothing.
+    #[arg(long)]
+    list: bool,
+}
+
+/// When a run removes what it created as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Keep {
+    /// Never remove.
+    Always,
+    /// Remove after a run that passed; keep after a failure, for inspection.
+    OnFailure,
+    /// Always remove, failed or not.
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +198,11 @@ struct RunArgs {
     /// failure: for release validation, where a release's known breaks must stop the line too.
     #[arg(long)]
     fail_on_known: bool,
+    /// When to keep what this run created (stages on the local and kind providers are handed
+    /// over to the reused environment as they complete, and kept). An interrupted run (Ctrl-C,
+    /// SIGTERM) removes what it created unless `always`.
+    #[arg(long, value_enum, default_value = "on-failure")]
+    keep: Keep,
 }
 
 #[derive(Debug, Args)]
@@ -258,7 +292,138 @@ fn main() -> ExitCode {
         Command::Dynamo(command) => dynamo_command(command),
         Command::Local(command) => local_command(command),
         Command::Kind(command) => kind_command(command),
+        Command::Cleanup(args) => cleanup(args),
     }
+}
+
+/// Removes what the plan says on the configured cluster and prints each line; whether all went.
+async fn clean(
+    config: &Config,
+    mut plan: harness::cleanup::Plan,
+    labelled: bool,
+) -> Result<bool, String> {
+    use harness::cleanup;
+    let Some((client, helm)) = cleanup::reach(config).await.map_err(|e| e.to_string())? else {
+        println!(
+            "cleanup: no {} cluster is up; nothing to remove there",
+            config.provider.as_str()
+        );
+        return Ok(true);
+    };
+    if labelled {
+        let runs = harness::ledger::recorded(&config.cache_dir).map_err(|e| e.to_string())?;
+        cleanup::add_labelled(&client, &runs, &mut plan)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let done = cleanup::execute(&client, &helm, &plan)
+        .await
+        .map_err(|e| e.to_string())?;
+    for line in cleanup::describe(&plan, &done) {
+        println!("cleanup: {line}");
+    }
+    Ok(done.failed.is_empty())
+}
+
+fn cleanup(args: CleanupArgs) -> ExitCode {
+    use harness::{cleanup, ledger};
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    let runs = match ledger::recorded(&config.cache_dir) {
+        Ok(runs) => runs,
+        Err(e) => return fail(exit::ENVIRONMENT, e),
+    };
+    if args.list || (args.run.is_none() && !args.all) {
+        if runs.is_empty() {
+            println!(
+                "no runs on record in {}",
+                ledger::runs_dir(&config.cache_dir).display()
+            );
+        }
+        for run in &runs {
+            let created = run
+                .entries
+                .iter()
+                .filter(|e| e.action == ledger::Action::Created)
+                .count();
+            println!(
+                "run {}: {}, {created} created, {} entries",
+                run.id,
+                if run.active { "under way" } else { "ended" },
+                run.entries.len()
+            );
+        }
+        if !args.list {
+            println!("(name one with --run ID, or --all)");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let plan = match cleanup::plan(&runs, args.run.as_deref()) {
+        Ok(plan) => plan,
+        Err(cleanup::CleanupError::UnknownRun(_)) if args.run.is_some() => {
+            // The ledger is gone: the run label still says what was its.
+            cleanup::Plan::default()
+        }
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    for run in runs.iter().filter(|r| r.active) {
+        println!("cleanup: run {} is under way: left alone", run.id);
+    }
+    let runtime = match multi_thread_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let ids = plan.runs.clone();
+    match runtime.block_on(clean(&config, plan, args.all || args.run.is_some())) {
+        Ok(true) => {
+            for id in ids {
+                ledger::forget(&config.cache_dir, &id);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(false) => ExitCode::from(exit::ENVIRONMENT),
+        Err(e) => fail(exit::ENVIRONMENT, e),
+    }
+}
+
+/// On Ctrl-C or SIGTERM: removes what this run created (unless `keep` is `always`), then exits 130.
+fn on_interrupt(config: Config, keep: Keep) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let id = harness::ledger::current().map(|r| r.id.clone()).unwrap_or_default();
+            if keep == Keep::Always {
+                eprintln!("dynamo-conformance: interrupted; run {id} keeps what it created (--keep always)");
+            } else {
+                eprintln!("dynamo-conformance: interrupted; removing what run {id} created");
+                match harness::cleanup::plan_own(&config) {
+                    Ok(plan) => {
+                        if let Err(e) = clean(&config, plan, false).await {
+                            eprintln!("dynamo-conformance: cleanup: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("dynamo-conformance: cleanup: {e}"),
+                }
+            }
+        });
+        std::process::exit(130);
+    });
 }
 
 /// A runtime for work that blocks some threads (builds, kind) while others watch the cluster.
@@ -315,9 +480,27 @@ fn run(args: RunArgs) -> ExitCode {
             return fail(exit::BAD_INPUT, e);
         }
     }
+    if !args.list {
+        match harness::ledger::begin(&config.cache_dir) {
+            Ok(run) => println!(
+                "dynamo-conformance: run {} (ledger {})",
+                run.id,
+                harness::ledger::runs_dir(&config.cache_dir)
+                    .join(&run.id)
+                    .display()
+            ),
+            Err(e) => return fail(exit::ENVIRONMENT, e),
+        }
+        on_interrupt(config.clone(), args.keep);
+    }
     let recorder: suite::Recorder = Arc::new(Mutex::new(Vec::new()));
     let trials = suite::trials(&config, &exe, Some(recorder.clone()));
-    let (filter, exact, fail_on_known) = (args.filter.clone(), args.exact, args.fail_on_known);
+    let (filter, exact, fail_on_known, keep) = (
+        args.filter.clone(),
+        args.exact,
+        args.fail_on_known,
+        args.keep,
+    );
     let arguments = libtest_mimic::Arguments {
         filter: args.filter,
         exact: args.exact,
@@ -370,7 +553,30 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(path) => println!("report: {}", path.display()),
         Err(e) => eprintln!("warning: could not write the report: {e}"),
     }
-    if conclusion.has_failed() || (fail_on_known && report::tally(&results).known > 0) {
+    let failed = conclusion.has_failed() || (fail_on_known && report::tally(&results).known > 0);
+    if keep == Keep::Never || (keep == Keep::OnFailure && !failed) {
+        let cleaned = harness::cleanup::plan_own(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|plan| {
+                if plan.remove.is_empty() {
+                    return Ok(true);
+                }
+                multi_thread_runtime()
+                    .map_err(|_| "cannot start a runtime".to_string())
+                    .and_then(|rt| rt.block_on(clean(&config, plan, false)))
+            });
+        match cleaned {
+            // Nothing of the run is left outside the environment: its ledger has served.
+            Ok(true) => {
+                if let Some(run) = harness::ledger::current() {
+                    harness::ledger::forget(&config.cache_dir, &run.id);
+                }
+            }
+            Ok(false) => eprintln!("warning: some of what the run created is left (above)"),
+            Err(e) => eprintln!("warning: could not remove what the run created: {e}"),
+        }
+    }
+    if failed {
         ExitCode::from(exit::NONCONFORMANT)
     } else {
         ExitCode::from(exit::OK)

@@ -267,3 +267,142 @@ fn a_second_default_storage_class_is_diagnosed_by_name_with_a_bundle_free_of_the
         "the token leaked"
     );
 }
+
+#[test]
+fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() {
+    let config = config();
+    // The graph is the environment's between runs: removed here, the killed run creates it anew.
+    let (code, output) = run_filtered("guide::secret", &config.report_dir, "hf_unused_here");
+    assert_eq!(
+        code, 0,
+        "the stages before the graph should pass:\n{output}"
+    );
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "dynamographdeployment",
+            "vllm-v1-disagg-router",
+            "--ignore-not-found",
+            "--wait=true",
+        ],
+    );
+    // A concurrent run under way: its lock held by this process, a ConfigMap it created.
+    let concurrent =
+        harness::ledger::Run::start(&config.cache_dir, "fault-concurrent").expect("a run");
+    let manifest = config.report_dir.join("concurrent.yaml");
+    std::fs::create_dir_all(&config.report_dir).expect("the report directory");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fault-concurrent\n  namespace: dynamo-cloud\n  \
+         labels: {app.kubernetes.io/managed-by: dynamo-conformance, dynamo-conformance/run: fault-concurrent}\n",
+    )
+    .expect("the manifest");
+    kubectl(&config, &["apply", "-f", &manifest.display().to_string()]);
+    concurrent
+        .record(&harness::ledger::Entry::now(
+            harness::ledger::Action::Created,
+            "test",
+            "v1",
+            "ConfigMap",
+            Some("dynamo-cloud"),
+            "fault-concurrent",
+        ))
+        .expect("the ledger");
+    let killed_id = format!("fault-killed-{}", std::process::id());
+    let mut child = Command::new(BIN)
+        .args(["run", "guide::graph::ready"])
+        .env("DYNAMO_CONFORMANCE_RUN_ID", &killed_id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let selector = format!("dynamo-conformance/run={killed_id}");
+    let started = Instant::now();
+    while kubectl(
+        &config,
+        &[
+            "get",
+            "dynamographdeployments",
+            "-A",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ],
+    )
+    .is_empty()
+    {
+        assert!(
+            started.elapsed() < RUN_BOUND,
+            "the run never applied its graph"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Mid-graph: applied, not ready (the guide's frontend probe waits 60 s).
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let out = Command::new(BIN)
+        .args(["cleanup", "--all"])
+        .output()
+        .expect("cleanup runs");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "cleanup failed:\n{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains(
+            "cleanup: removed: deleted DynamoGraphDeployment dynamo-cloud/vllm-v1-disagg-router"
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("cleanup: run fault-concurrent is under way: left alone"),
+        "{printed}"
+    );
+    let left = kubectl(
+        &config,
+        &[
+            "get",
+            "all,dynamographdeployments,dynamocomponentdeployments",
+            "-A",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(left, "", "objects of the killed run are left");
+    assert_eq!(
+        kubectl(
+            &config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "get",
+                "configmap",
+                "fault-concurrent",
+                "-o",
+                "name"
+            ]
+        ),
+        "configmap/fault-concurrent",
+        "the concurrent run's object was removed"
+    );
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "configmap",
+            "fault-concurrent",
+        ],
+    );
+    drop(concurrent);
+    harness::ledger::forget(&config.cache_dir, "fault-concurrent");
+}

@@ -183,6 +183,10 @@ fn a_missing_etcd_image_fails_the_platform_with_image_pull_back_off() {
             output.contains(image),
             "the failure does not name the image:\n{output}"
         );
+        assert!(
+            output.contains("diagnosis: etcd-image-pull: "),
+            "the failure does not name its diagnosis:\n{output}"
+        );
         show("missing etcd image", &output, "ImagePull");
         kind::load(&cluster, &config.cache_dir, &[image.to_string()])
             .await
@@ -226,6 +230,10 @@ fn a_missing_hf_token_secret_fails_the_graph_with_create_container_config_error(
             output.contains("CreateContainerConfigError")
                 && output.contains("secret \"hf-token-secret\" not found"),
             "the failure does not carry the kubelet's reason:\n{output}"
+        );
+        assert!(
+            output.contains("diagnosis: missing-hf-token-secret: "),
+            "the failure does not name its diagnosis:\n{output}"
         );
         show("missing secret", &output, "CreateContainerConfigError");
         let (code, output) = case("guide::secret::hf_token_secret", true);
@@ -315,6 +323,10 @@ fn a_frontend_image_without_jq_leaves_the_graph_pending_with_the_probes_output()
         assert!(
             output.contains("vllm-v1-disagg-router-frontend"),
             "the failure does not name the frontend:\n{output}"
+        );
+        assert!(
+            output.contains("diagnosis: frontend-probe-needs-jq: "),
+            "the failure does not name its diagnosis:\n{output}"
         );
         show("frontend without jq", &output, "jq");
     });

@@ -263,8 +263,27 @@ pub fn evidence_of(message: &str, pods: &[Pod], events: &[Event]) -> Evidence {
                 })
         })
         .collect();
+    // An event about a pod speaks of now only while that pod is not Ready (a liveness failure
+    // an hour ago, healed by a restart, is no diagnosis of today's failure).
+    let unready: Vec<String> = pods
+        .iter()
+        .filter(|p| {
+            !p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(ResourceExt::name_any)
+        .collect();
     let events = events
         .iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() != Some("Pod")
+                || e.involved_object
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| unready.contains(n))
+        })
         .map(|e| EventSeen {
             type_: e.type_.clone().unwrap_or_default(),
             reason: e.reason.clone().unwrap_or_default(),
@@ -578,6 +597,29 @@ mod tests {
             dir_of(Path::new("r"), "guide::api::completion"),
             Path::new("r/evidence/guide.api.completion")
         );
+    }
+
+    #[test]
+    fn only_events_of_pods_not_ready_now_count() {
+        let pod = |name: &str, ready: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]}
+            }))
+            .unwrap()
+        };
+        let event = |object: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": object}, "type": "Warning", "reason": "Unhealthy",
+                "message": "Liveness probe failed", "involvedObject": {"kind": "Pod", "name": object}
+            }))
+            .unwrap()
+        };
+        let pods = [pod("healed", "True"), pod("failing", "False")];
+        let events = [event("healed"), event("failing"), event("gone")];
+        let seen = evidence_of("m", &pods, &events);
+        let objects: Vec<&str> = seen.events.iter().map(|e| e.object.as_str()).collect();
+        assert_eq!(objects, ["failing"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! locally from PyPI ([`dynamo`]), and the ordered cases themselves ([`suite`]).
 
 pub mod bridge;
+pub mod cleanup;
 pub mod cluster;
 pub mod command;
 pub mod config;

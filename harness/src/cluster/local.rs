@@ -623,6 +623,13 @@ fn any_bin(cache_dir: &Path) -> Option<PathBuf> {
         .find(|bin| bin.join(".built").exists())
 }
 
+/// The Helm this machine built for the suite, if it did.
+pub fn built_helm(cache_dir: &Path) -> Option<PathBuf> {
+    any_bin(cache_dir)
+        .map(|bin| bin.join("helm"))
+        .filter(|p| p.is_file())
+}
+
 /// The running cluster, if any, without creating one.
 pub fn status(cache_dir: &Path) -> Result<Option<LocalCluster>, LocalError> {
     let dir = cluster_dir(cache_dir);

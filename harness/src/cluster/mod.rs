@@ -204,6 +204,8 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 "nodes",
             )
             .await?;
+            // The provider's own objects are the environment's from the start.
+            crate::ledger::hand_over(&client, "nodes").await;
             Ok(Cluster {
                 client,
                 provider: ProviderKind::Local,

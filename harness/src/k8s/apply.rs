@@ -125,9 +125,28 @@ pub async fn apply_objects(
                 )
             }
         };
+        // The run that created an object stays on its label; a new object is this run's.
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| K8sError::api(format!("read {kind} {name}"), e))?;
+        let creator = crate::ledger::creator(existing.as_ref().map(|o| &o.metadata));
+        if let (Some(creator), Some(labels)) =
+            (creator, object["metadata"]["labels"].as_object_mut())
+        {
+            labels.insert(crate::ledger::RUN_LABEL.into(), creator.into());
+        }
         api.patch(&name, &params, &Patch::Apply(&object))
             .await
             .map_err(|e| K8sError::api(format!("apply {kind} {name} from {fixture}"), e))?;
+        crate::ledger::record_apply(
+            existing.is_some(),
+            stage,
+            &api_version,
+            &kind,
+            ns.as_deref(),
+            &name,
+        );
         applied.push(Applied {
             kind,
             namespace: ns,

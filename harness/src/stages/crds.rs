@@ -48,11 +48,28 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         },
         owned: local,
     };
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let mut absent = Vec::new();
+    for crd in CRDS {
+        if api.get_metadata_opt(crd).await.ok().flatten().is_none() {
+            absent.push(crd);
+        }
+    }
     let mut note = helm::install(cluster, release).await?;
+    // Helm keeps the CRDs of a chart's crds/ directory on uninstall: the ledger names them.
+    for crd in absent {
+        crate::ledger::record_apply(
+            false,
+            "crds",
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            crd,
+        );
+    }
     if local {
         note.push_str(" (the project's stand-in: same CRD names and versions, open schema; NGC is unreachable here)");
     }
-    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
     for crd in CRDS {
         wait::until(
             &cluster.client,

@@ -142,6 +142,12 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
             release.name
         ));
     }
+    let namespace_existed =
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
+            .get_metadata_opt(release.namespace)
+            .await
+            .map(|n| n.is_some())
+            .unwrap_or(true);
     let mut notes = Vec::new();
     if exists && state.starts_with("pending-") {
         // An interrupted run left helm's own lock (the release's status) behind. The stage lock
@@ -195,6 +201,24 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
             release.name
         )));
     }
+    if !namespace_existed {
+        crate::ledger::record_apply(
+            false,
+            release.stage,
+            "v1",
+            "Namespace",
+            None,
+            release.namespace,
+        );
+    }
+    crate::ledger::record_apply(
+        exists,
+        release.stage,
+        crate::cleanup::HELM,
+        crate::cleanup::HELM_RELEASE,
+        Some(release.namespace),
+        release.name,
+    );
     notes.insert(
         0,
         format!("helm installed {} from {}", release.name, release.chart),

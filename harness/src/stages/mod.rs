@@ -10,7 +10,7 @@ pub mod storage;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, ProviderKind};
 use crate::dynamo::lock::FileLock;
 use crate::k8s::K8sError;
 
@@ -87,6 +87,12 @@ impl Stage {
             Stage::Secret => secret::ensure(cluster, config).await?,
             Stage::Graph => graph::ensure(cluster, config).await?,
         });
+        if matches!(cluster.provider, ProviderKind::Local | ProviderKind::Kind) {
+            // Applied stages stay for the next run there: they belong to the environment now.
+            for problem in crate::ledger::hand_over(&cluster.client, self.name()).await {
+                notes.push(format!("not handed over to the environment: {problem}"));
+            }
+        }
         Ok(notes)
     }
 }

@@ -68,10 +68,18 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         .await
         .map_err(&fail)?;
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &config.namespace);
+    let existing = secrets
+        .get_metadata_opt(SECRET)
+        .await
+        .map_err(|e| fail(K8sError::api(format!("read secret {SECRET}"), e)))?;
+    let mut labels = labels();
+    if let Some(creator) = crate::ledger::creator(existing.as_ref().map(|m| &m.metadata)) {
+        labels.insert(crate::ledger::RUN_LABEL.into(), creator);
+    }
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(SECRET.into()),
-            labels: Some(labels()),
+            labels: Some(labels),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
@@ -90,6 +98,14 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         )
         .await
         .map_err(|e| fail(K8sError::api(format!("apply secret {SECRET}"), e)))?;
+    crate::ledger::record_apply(
+        existing.is_some(),
+        "secret",
+        "v1",
+        "Secret",
+        Some(&config.namespace),
+        SECRET,
+    );
     Ok(vec![format!("token from {source} (value never printed)")])
 }
 
@@ -104,16 +120,23 @@ pub async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<(), K8sEr
     {
         return Ok(());
     }
+    let mut labels = labels();
+    if let Some(creator) = crate::ledger::creator(None) {
+        labels.insert(crate::ledger::RUN_LABEL.into(), creator);
+    }
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels()),
+            labels: Some(labels),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
     };
     match namespaces.create(&PostParams::default(), &namespace).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            crate::ledger::record_apply(false, "secret", "v1", "Namespace", None, name);
+            Ok(())
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(e) => Err(K8sError::api(format!("create namespace {name}"), e)),
     }

@@ -203,7 +203,10 @@ pub(super) async fn session(config: &Config, exe: &Path) -> Result<&'static Sess
         return session.as_ref().map_err(Clone::clone);
     }
     // Waits only while the local agent parks the kept graph (seconds).
-    let activity = tokio::task::block_in_place(|| crate::ledger::Activity::hold(&config.cache_dir));
+    let activity = tokio::task::block_in_place(|| {
+        crate::ledger::begin(&config.cache_dir)?;
+        crate::ledger::Activity::hold(&config.cache_dir)
+    });
     let connected = match activity {
         Ok(activity) => cluster::connect(config, exe)
             .await

@@ -304,6 +304,8 @@ pub async fn up(config: &Config) -> Result<KindCluster, KindError> {
             ] {
                 apply::apply_yaml(&client, fixture, text, "kube-system", "nodes").await?;
             }
+            // The provider's own objects are the environment's from the start.
+            crate::ledger::hand_over(&client, "nodes").await;
             nodes_ready(&client).await?;
             gpu::wait_advertised(&client, NODES_WAIT).await?;
         }

@@ -1,0 +1,509 @@
+//! Removing what runs no longer under way created: from their ledgers, or from the run label when a ledger is gone.
+//!
+//! Only what a run *created* and did not hand over to the reused environment is removed
+//! ([`crate::ledger`]); an object that a run still under way created or used is left, and said so.
+//! Helm releases are uninstalled with Helm; the CRDs a run created are deleted explicitly, since
+//! Helm keeps the CRDs of a chart's `crds/` directory. Each removal is awaited (watched, bounded by
+//! [`WAIT`] in all), and what is still there at the end is listed with its finalizers.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Discovery, Scope};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+
+use crate::config::{Config, ProviderKind};
+use crate::ledger::{Action, ENVIRONMENT, Entry, RUN_LABEL, Recorded};
+
+/// The ledger's `api_version` of a Helm release.
+pub const HELM: &str = "helm";
+/// The ledger's `kind` of a Helm release.
+pub const HELM_RELEASE: &str = "HelmRelease";
+/// How long all removals together may take to finish (namespaces and finalizers included).
+pub const WAIT: Duration = Duration::from_secs(180);
+
+/// The kinds searched for the run label when a ledger is gone: `(apiVersion, kind)`.
+const LABELLED_KINDS: &[(&str, &str)] = &[
+    ("nvidia.com/v1alpha1", "DynamoGraphDeployment"),
+    ("v1", "Secret"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("v1", "Namespace"),
+];
+
+/// Errors of a cleanup.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// The ledgers could not be read.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The run named is not on record.
+    #[error("no run {0} on record (`dynamo-conformance cleanup --list` shows them)")]
+    UnknownRun(String),
+    /// The run named is still under way.
+    #[error("run {0} is still under way (a process of it holds its lock); stop it first")]
+    Active(String),
+    /// The cluster's APIs could not be listed.
+    #[error("cannot discover the cluster's APIs: {0}")]
+    Discovery(kube::Error),
+    /// The cluster could not be reached.
+    #[error("cannot reach the cluster: {0}")]
+    Cluster(String),
+}
+
+/// What a cleanup will remove and what it leaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The runs whose ledgers are read.
+    pub runs: Vec<String>,
+    /// What to remove, in order: objects newest first, then Helm releases, then CRDs.
+    pub remove: Vec<Entry>,
+    /// What is left, and why.
+    pub left: Vec<(Entry, String)>,
+}
+
+fn key(e: &Entry) -> (String, String, Option<String>, String) {
+    (
+        e.api_version.clone(),
+        e.kind.clone(),
+        e.namespace.clone(),
+        e.name.clone(),
+    )
+}
+
+/// Plans the removal of what `only` (or, with `None`, every run no longer under way) created and
+/// did not hand over, leaving what a run under way created or used.
+///
+/// # Errors
+/// [`CleanupError::UnknownRun`] or [`CleanupError::Active`] for a named run not on record or
+/// still under way.
+pub fn plan(runs: &[Recorded], only: Option<&str>) -> Result<Plan, CleanupError> {
+    if let Some(id) = only {
+        match runs.iter().find(|r| r.id == id) {
+            None => return Err(CleanupError::UnknownRun(id.into())),
+            Some(r) if r.active => return Err(CleanupError::Active(id.into())),
+            Some(_) => {}
+        }
+    }
+    let mut in_use = std::collections::BTreeMap::new();
+    for run in runs.iter().filter(|r| r.active) {
+        for e in &run.entries {
+            in_use.entry(key(e)).or_insert_with(|| run.id.clone());
+        }
+    }
+    let mut plan = Plan::default();
+    let mut seen = BTreeSet::new();
+    for run in runs
+        .iter()
+        .filter(|r| !r.active && only.is_none_or(|id| id == r.id))
+    {
+        plan.runs.push(run.id.clone());
+        let handed: BTreeSet<&str> = run
+            .entries
+            .iter()
+            .filter(|e| e.action == Action::HandedOver)
+            .map(|e| e.stage.as_str())
+            .collect();
+        for e in run
+            .entries
+            .iter()
+            .rev()
+            .filter(|e| e.action == Action::Created)
+        {
+            if !seen.insert(key(e)) {
+                continue;
+            }
+            if handed.contains(e.stage.as_str()) {
+                plan.left
+                    .push((e.clone(), "handed over to the reused environment".into()));
+            } else if let Some(user) = in_use.get(&key(e)) {
+                plan.left
+                    .push((e.clone(), format!("used by run {user}, still under way")));
+            } else {
+                plan.remove.push(e.clone());
+            }
+        }
+    }
+    // Objects first (newest first), then releases, then the CRDs Helm would keep.
+    plan.remove
+        .sort_by_key(|e| match (e.api_version.as_str(), e.kind.as_str()) {
+            (HELM, _) => 1,
+            (_, "CustomResourceDefinition") => 2,
+            (_, "Namespace") => 3,
+            _ => 0,
+        });
+    Ok(plan)
+}
+
+/// What a cleanup did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Done {
+    /// One line per thing removed (or found already gone).
+    pub removed: Vec<String>,
+    /// One line per thing that could not be removed, with why.
+    pub failed: Vec<String>,
+}
+
+/// How to run Helm against the cluster.
+#[derive(Debug, Clone)]
+pub struct Helm {
+    /// The binary.
+    pub binary: PathBuf,
+    /// The kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The context, if any.
+    pub context: Option<String>,
+}
+
+/// Adds to `plan` what carries the run label of a run that is neither under way nor on record
+/// (its ledger is gone), nor [`ENVIRONMENT`].
+///
+/// # Errors
+/// [`CleanupError::Discovery`] when the cluster's APIs cannot be listed.
+pub async fn add_labelled(
+    client: &Client,
+    runs: &[Recorded],
+    plan: &mut Plan,
+) -> Result<(), CleanupError> {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(CleanupError::Discovery)?;
+    let known: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let planned: BTreeSet<_> = plan.remove.iter().map(key).collect();
+    for (api_version, kind) in LABELLED_KINDS {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let Some((resource, _)) =
+            discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+        else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let Ok(list) = api
+            .list(&ListParams::default().labels(&format!("{RUN_LABEL},{RUN_LABEL}!={ENVIRONMENT}")))
+            .await
+        else {
+            continue;
+        };
+        for object in list.items {
+            let run = object.labels().get(RUN_LABEL).cloned().unwrap_or_default();
+            if known.contains(run.as_str()) {
+                continue;
+            }
+            let entry = Entry {
+                at: 0,
+                action: Action::Created,
+                stage: format!("run {run} (ledger gone; found by its label)"),
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                namespace: object.namespace(),
+                name: object.name_any(),
+            };
+            if !planned.contains(&key(&entry)) {
+                plan.remove.insert(0, entry);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes what `plan` says, then waits (at most [`WAIT`]) until each removed object is gone.
+///
+/// # Errors
+/// [`CleanupError::Discovery`] when the cluster's APIs cannot be listed.
+pub async fn execute(client: &Client, helm: &Helm, plan: &Plan) -> Result<Done, CleanupError> {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(CleanupError::Discovery)?;
+    let mut done = Done::default();
+    let mut deleted = Vec::new();
+    for e in &plan.remove {
+        if e.api_version == HELM {
+            let ns = e.namespace.clone().unwrap_or_default();
+            let mut command = tokio::process::Command::new(&helm.binary);
+            command.arg("--kubeconfig").arg(&helm.kubeconfig);
+            if let Some(context) = &helm.context {
+                command.args(["--kube-context", context]);
+            }
+            command.args([
+                "uninstall",
+                &e.name,
+                "--namespace",
+                &ns,
+                "--wait",
+                "--timeout",
+                "2m",
+            ]);
+            match command.output().await {
+                Ok(out) if out.status.success() => {
+                    done.removed.push(format!("uninstalled {}", e.object()));
+                }
+                Ok(out) if String::from_utf8_lossy(&out.stderr).contains("not found") => {
+                    done.removed
+                        .push(format!("{} was already gone", e.object()));
+                }
+                Ok(out) => done.failed.push(format!(
+                    "{}: helm uninstall: {}",
+                    e.object(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(err) => done.failed.push(format!(
+                    "{}: cannot run {}: {err}",
+                    e.object(),
+                    helm.binary.display()
+                )),
+            }
+            continue;
+        }
+        let (group, version) = e
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", &e.api_version));
+        let Some((resource, caps)) =
+            discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, &e.kind))
+        else {
+            done.removed.push(format!(
+                "{} was already gone (its kind is gone)",
+                e.object()
+            ));
+            continue;
+        };
+        let api: Api<DynamicObject> = match (&caps.scope, &e.namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let current = match api.get_opt(&e.name).await {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                done.removed
+                    .push(format!("{} was already gone", e.object()));
+                continue;
+            }
+            Err(err) => {
+                done.failed
+                    .push(format!("{}: cannot read it: {err}", e.object()));
+                continue;
+            }
+        };
+        match api.delete(&e.name, &DeleteParams::foreground()).await {
+            Ok(_) => deleted.push((e, api, current.uid().unwrap_or_default())),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                done.removed
+                    .push(format!("{} was already gone", e.object()));
+            }
+            Err(err) => done.failed.push(format!("{}: delete: {err}", e.object())),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for (e, api, uid) in deleted {
+        let gone = tokio::time::timeout_at(
+            deadline,
+            await_condition(api.clone(), &e.name, conditions::is_deleted(&uid)),
+        )
+        .await;
+        match gone {
+            Ok(Ok(_)) => done.removed.push(format!("deleted {}", e.object())),
+            _ => {
+                let still = api.get_opt(&e.name).await.ok().flatten();
+                done.failed.push(format!(
+                    "{}: still there after {} s{}",
+                    e.object(),
+                    WAIT.as_secs(),
+                    still
+                        .map(|o| format!(" (finalizers: {})", o.finalizers().join(", ")))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The configured provider's cluster as it stands, brought up by nothing: `None` when there is
+/// no local or kind cluster. Helm is the one the suite built, else `helm` on the PATH.
+///
+/// # Errors
+/// [`CleanupError::Cluster`] when the cluster cannot be reached.
+pub async fn reach(config: &Config) -> Result<Option<(Client, Helm)>, CleanupError> {
+    let (kubeconfig, context) = match config.provider {
+        ProviderKind::Local => match crate::cluster::local::status(&config.cache_dir) {
+            Ok(Some(cluster)) => (cluster.kubeconfig, None),
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(CleanupError::Cluster(e.to_string())),
+        },
+        ProviderKind::Kind => {
+            let path = crate::cluster::kind::kubeconfig_path(&config.cache_dir);
+            if !path.is_file() {
+                return Ok(None);
+            }
+            (path, None)
+        }
+        ProviderKind::Existing => (
+            crate::cluster::existing::kubeconfig_path(config),
+            config.context.clone(),
+        ),
+    };
+    let (client, _) = crate::cluster::existing::connect(&kubeconfig, context.as_deref())
+        .await
+        .map_err(|e| CleanupError::Cluster(e.to_string()))?;
+    let binary = crate::cluster::local::built_helm(&config.cache_dir)
+        .unwrap_or_else(|| PathBuf::from("helm"));
+    Ok(Some((
+        client,
+        Helm {
+            binary,
+            kubeconfig,
+            context,
+        },
+    )))
+}
+
+/// Plans the removal of what this process's own run created and did not hand over, as if it had
+/// ended (for an interrupted run, or `--keep` telling it to clean after itself).
+///
+/// # Errors
+/// [`CleanupError::Ledger`] when the other runs' ledgers cannot be read.
+pub fn plan_own(config: &Config) -> Result<Plan, CleanupError> {
+    let Some(run) = crate::ledger::current() else {
+        return Ok(Plan::default());
+    };
+    let mut runs: Vec<Recorded> = crate::ledger::recorded(&config.cache_dir)?
+        .into_iter()
+        .filter(|r| r.id != run.id)
+        .collect();
+    runs.push(Recorded {
+        id: run.id.clone(),
+        active: false,
+        entries: run.entries(),
+    });
+    plan(&runs, Some(&run.id))
+}
+
+/// The lines a cleanup prints: what was removed, what was left and why, what failed.
+pub fn describe(plan: &Plan, done: &Done) -> Vec<String> {
+    done.removed
+        .iter()
+        .map(|l| format!("removed: {l}"))
+        .chain(
+            plan.left
+                .iter()
+                .map(|(e, why)| format!("left: {} ({why})", e.object())),
+        )
+        .chain(done.failed.iter().map(|l| format!("could not remove: {l}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: Action, stage: &str, kind: &str, name: &str) -> Entry {
+        let api_version = if kind == HELM_RELEASE { HELM } else { "v1" };
+        Entry {
+            at: 0,
+            action,
+            stage: stage.into(),
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+        }
+    }
+
+    fn run(id: &str, active: bool, entries: Vec<Entry>) -> Recorded {
+        Recorded {
+            id: id.into(),
+            active,
+            entries,
+        }
+    }
+
+    #[test]
+    fn a_dead_runs_own_objects_go_and_what_others_use_or_the_environment_owns_stays() {
+        let killed = run(
+            "a",
+            false,
+            vec![
+                entry(Action::Created, "platform", HELM_RELEASE, "dynamo-platform"),
+                entry(Action::HandedOver, "platform", "", ""),
+                entry(Action::Created, "secret", "Secret", "hf-token-secret"),
+                entry(Action::Created, "graph", "DynamoGraphDeployment", "g"),
+                entry(Action::Created, "graph", "ConfigMap", "extra"),
+            ],
+        );
+        let concurrent = run(
+            "b",
+            true,
+            vec![
+                entry(Action::Used, "graph", "DynamoGraphDeployment", "g"),
+                entry(Action::Created, "graph", "ConfigMap", "own"),
+            ],
+        );
+        let runs = [killed, concurrent];
+        let plan = plan(&runs, None).unwrap();
+        assert_eq!(plan.runs, ["a"], "a run under way is not cleaned");
+        let removed: Vec<String> = plan.remove.iter().map(Entry::object).collect();
+        assert_eq!(removed, ["ConfigMap ns/extra", "Secret ns/hf-token-secret"]);
+        let left: Vec<(String, &str)> = plan
+            .left
+            .iter()
+            .map(|(e, why)| (e.object(), why.as_str()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (
+                    "DynamoGraphDeployment ns/g".to_string(),
+                    "used by run b, still under way"
+                ),
+                (
+                    "HelmRelease ns/dynamo-platform".to_string(),
+                    "handed over to the reused environment"
+                ),
+            ]
+        );
+        assert!(matches!(
+            super::plan(&runs, Some("b")),
+            Err(CleanupError::Active(id)) if id == "b"
+        ));
+        assert!(matches!(
+            super::plan(&runs, Some("zz")),
+            Err(CleanupError::UnknownRun(_))
+        ));
+    }
+
+    #[test]
+    fn releases_come_after_objects_and_crds_and_namespaces_last() {
+        let mut crd = entry(Action::Created, "crds", "CustomResourceDefinition", "x");
+        crd.namespace = None;
+        let runs = [run(
+            "a",
+            false,
+            vec![
+                entry(Action::Created, "secret", "Namespace", "ns"),
+                entry(Action::Created, "crds", HELM_RELEASE, "dynamo-crds"),
+                crd,
+                entry(Action::Created, "graph", "DynamoGraphDeployment", "g"),
+            ],
+        )];
+        let order: Vec<String> = plan(&runs, Some("a"))
+            .unwrap()
+            .remove
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "DynamoGraphDeployment",
+                HELM_RELEASE,
+                "CustomResourceDefinition",
+                "Namespace"
+            ]
+        );
+    }
+}
