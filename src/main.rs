@@ -316,7 +316,7 @@ async fn clean(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let done = cleanup::execute(&client, &helm, &plan)
+    let done = cleanup::execute(&client, &helm, &plan, &config.cache_dir)
         .await
         .map_err(|e| e.to_string())?;
     for line in cleanup::describe(&plan, &done) {

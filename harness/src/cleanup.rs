@@ -214,7 +214,12 @@ pub async fn add_labelled(
 ///
 /// # Errors
 /// [`CleanupError::Discovery`] when the cluster's APIs cannot be listed.
-pub async fn execute(client: &Client, helm: &Helm, plan: &Plan) -> Result<Done, CleanupError> {
+pub async fn execute(
+    client: &Client,
+    helm: &Helm,
+    plan: &Plan,
+    cache_dir: &std::path::Path,
+) -> Result<Done, CleanupError> {
     let discovery = Discovery::new(client.clone())
         .run()
         .await
@@ -222,6 +227,19 @@ pub async fn execute(client: &Client, helm: &Helm, plan: &Plan) -> Result<Done, 
     let mut done = Done::default();
     let mut deleted = Vec::new();
     for e in &plan.remove {
+        // A run that started since the plan was made may have begun to use it.
+        if let Some(user) = crate::ledger::recorded(cache_dir)?
+            .iter()
+            .filter(|r| r.active)
+            .find(|r| r.entries.iter().any(|u| key(u) == key(e)))
+        {
+            done.failed.push(format!(
+                "{}: left, a run that started meanwhile ({}) uses it",
+                e.object(),
+                user.id
+            ));
+            continue;
+        }
         if e.api_version == HELM {
             let ns = e.namespace.clone().unwrap_or_default();
             let mut command = tokio::process::Command::new(&helm.binary);
@@ -289,6 +307,14 @@ pub async fn execute(client: &Client, helm: &Helm, plan: &Plan) -> Result<Done, 
                 continue;
             }
         };
+        if current.labels().get(RUN_LABEL).map(String::as_str) == Some(ENVIRONMENT) {
+            plan_left(
+                &mut done,
+                e,
+                "a later run completed it and handed it over to the environment",
+            );
+            continue;
+        }
         match api.delete(&e.name, &DeleteParams::foreground()).await {
             Ok(_) => deleted.push((e, api, current.uid().unwrap_or_default())),
             Err(kube::Error::Api(s)) if s.code == 404 => {
@@ -321,6 +347,10 @@ pub async fn execute(client: &Client, helm: &Helm, plan: &Plan) -> Result<Done, 
         }
     }
     Ok(done)
+}
+
+fn plan_left(done: &mut Done, e: &Entry, why: &str) {
+    done.removed.push(format!("{} left: {why}", e.object()));
 }
 
 /// The configured provider's cluster as it stands, brought up by nothing: `None` when there is

@@ -52,7 +52,8 @@ pub enum LedgerError {
 pub enum Action {
     /// It did not exist; the run made it.
     Created,
-    /// It existed; the run applied to it or relied on it.
+    /// The run applied to it or relied on it (written before it applies, so a cleanup beside
+    /// the run leaves it).
     Used,
     /// The run ended well and left what it created to the reused environment (no object named).
     HandedOver,
@@ -251,8 +252,9 @@ impl Run {
     }
 }
 
-/// Hands what this process's run created in `stage` over to the reused environment (providers
-/// whose stages stay applied between runs): each such object's [`RUN_LABEL`] becomes
+/// Hands what this process's run created or used in `stage` over to the reused environment
+/// (providers whose stages stay applied between runs; an object a killed run created and this one
+/// completed is the environment's too): each such object's [`RUN_LABEL`] becomes
 /// [`ENVIRONMENT`] and the ledger says [`Action::HandedOver`]. Returns what could not be relabelled.
 pub async fn hand_over(client: &kube::Client, stage: &str) -> Vec<String> {
     use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -264,7 +266,7 @@ pub async fn hand_over(client: &kube::Client, stage: &str) -> Vec<String> {
     for e in run
         .entries()
         .iter()
-        .filter(|e| e.action == Action::Created && e.stage == stage && e.api_version != "helm")
+        .filter(|e| e.action != Action::HandedOver && e.stage == stage && e.api_version != "helm")
     {
         let (group, version) = e
             .api_version

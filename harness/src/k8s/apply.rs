@@ -125,6 +125,8 @@ pub async fn apply_objects(
                 )
             }
         };
+        // Said before anything is read or written, so that a cleanup beside this run leaves it.
+        crate::ledger::record_apply(true, stage, &api_version, &kind, ns.as_deref(), &name);
         // The run that created an object stays on its label; a new object is this run's.
         let existing = api
             .get_opt(&name)
@@ -139,14 +141,9 @@ pub async fn apply_objects(
         api.patch(&name, &params, &Patch::Apply(&object))
             .await
             .map_err(|e| K8sError::api(format!("apply {kind} {name} from {fixture}"), e))?;
-        crate::ledger::record_apply(
-            existing.is_some(),
-            stage,
-            &api_version,
-            &kind,
-            ns.as_deref(),
-            &name,
-        );
+        if existing.is_none() {
+            crate::ledger::record_apply(false, stage, &api_version, &kind, ns.as_deref(), &name);
+        }
         applied.push(Applied {
             kind,
             namespace: ns,
