@@ -143,6 +143,8 @@ pub fn plan(runs: &[Recorded], only: Option<&str>) -> Result<Plan, CleanupError>
 pub struct Done {
     /// One line per thing removed (or found already gone).
     pub removed: Vec<String>,
+    /// One line per thing left on purpose at removal time, with why.
+    pub left: Vec<String>,
     /// One line per thing that could not be removed, with why.
     pub failed: Vec<String>,
 }
@@ -233,8 +235,8 @@ pub async fn execute(
             .filter(|r| r.active)
             .find(|r| r.entries.iter().any(|u| key(u) == key(e)))
         {
-            done.failed.push(format!(
-                "{}: left, a run that started meanwhile ({}) uses it",
+            done.left.push(format!(
+                "{} (a run that started meanwhile, {}, uses it)",
                 e.object(),
                 user.id
             ));
@@ -350,7 +352,7 @@ pub async fn execute(
 }
 
 fn plan_left(done: &mut Done, e: &Entry, why: &str) {
-    done.removed.push(format!("{} left: {why}", e.object()));
+    done.left.push(format!("{} ({why})", e.object()));
 }
 
 /// The configured provider's cluster as it stands, brought up by nothing: `None` when there is
@@ -423,6 +425,7 @@ pub fn describe(plan: &Plan, done: &Done) -> Vec<String> {
                 .iter()
                 .map(|(e, why)| format!("left: {} ({why})", e.object())),
         )
+        .chain(done.left.iter().map(|l| format!("left: {l}")))
         .chain(done.failed.iter().map(|l| format!("could not remove: {l}")))
         .collect()
 }
