@@ -16,6 +16,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_dynamo-conformance");
 /// A whole run, first graph start included, stays well inside this.
 const RUN_BOUND: Duration = Duration::from_secs(900);
 
+/// A child run that is killed if the test panics before it ends, so no orphan run outlives it.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn config() -> Config {
     Config::load(ConfigLayer::default(), None).expect("the test's configuration loads")
 }
@@ -23,14 +33,16 @@ fn config() -> Config {
 /// Runs the suite, calls `fault` once a line containing `marker` is printed, and returns the
 /// run's exit code, its output and what `fault` said it did.
 fn run_breaking_at(marker: &str, fault: impl FnOnce() -> String) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary runs");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .arg("run")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs"),
+    );
     let (lines, received) = mpsc::channel();
-    let stdout = child.stdout.take().expect("piped");
+    let stdout = child.0.stdout.take().expect("piped");
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = lines.send(line);
@@ -60,7 +72,7 @@ fn run_breaking_at(marker: &str, fault: impl FnOnce() -> String) -> (i32, String
             "the run did not end within {RUN_BOUND:?}; so far:\n{output}"
         );
     }
-    let status = child.wait().expect("the run ends");
+    let status = child.0.wait().expect("the run ends");
     assert!(fault.is_none(), "{marker} never passed:\n{output}");
     (status.code().unwrap_or(-1), output, done)
 }
@@ -311,14 +323,43 @@ fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() 
             "fault-concurrent",
         ))
         .expect("the ledger");
+    // An earlier finished run, its id sorting first, created the graph and handed it over:
+    // the killed run's newer graph is still the killed run's own (CI at stop 16).
+    let earlier_id = "0-fault-earlier";
+    {
+        let earlier = harness::ledger::Run::start(&config.cache_dir, earlier_id).expect("a run");
+        for (action, kind, name) in [
+            (
+                harness::ledger::Action::Created,
+                "DynamoGraphDeployment",
+                "vllm-v1-disagg-router",
+            ),
+            (harness::ledger::Action::HandedOver, "", ""),
+        ] {
+            let mut entry = harness::ledger::Entry::now(
+                action,
+                "graph",
+                "nvidia.com/v1alpha1",
+                kind,
+                Some("dynamo-cloud"),
+                name,
+            );
+            entry.at -= 60;
+            earlier.record(&entry).expect("the ledger");
+        }
+    }
     let killed_id = format!("fault-killed-{}", std::process::id());
-    let mut child = Command::new(BIN)
-        .args(["run", "guide::graph::ready"])
-        .env("DYNAMO_CONFORMANCE_RUN_ID", &killed_id)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary runs");
+    let child_log = config.report_dir.join("killed-run.log");
+    let log = std::fs::File::create(&child_log).expect("the killed run's log");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["run", "guide::graph::ready"])
+            .env("DYNAMO_CONFORMANCE_RUN_ID", &killed_id)
+            .stdout(log.try_clone().expect("the log"))
+            .stderr(log)
+            .spawn()
+            .expect("the binary runs"),
+    );
     let selector = format!("dynamo-conformance/run={killed_id}");
     let started = Instant::now();
     while kubectl(
@@ -335,15 +376,17 @@ fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() 
     )
     .is_empty()
     {
-        assert!(
-            started.elapsed() < RUN_BOUND,
-            "the run never applied its graph"
-        );
+        if started.elapsed() > RUN_BOUND || child.0.try_wait().ok().flatten().is_some() {
+            panic!(
+                "the run never applied its graph; it printed:\n{}",
+                std::fs::read_to_string(&child_log).unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     // Mid-graph: applied, not ready (the guide's frontend probe waits 60 s).
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
     let out = Command::new(BIN)
         .args(["cleanup", "--all"])
         .output()
@@ -405,4 +448,5 @@ fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() 
     );
     drop(concurrent);
     harness::ledger::forget(&config.cache_dir, "fault-concurrent");
+    harness::ledger::forget(&config.cache_dir, earlier_id);
 }

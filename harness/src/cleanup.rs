@@ -77,6 +77,9 @@ fn key(e: &Entry) -> (String, String, Option<String>, String) {
 /// Plans the removal of what `only` (or, with `None`, every run no longer under way) created and
 /// did not hand over, leaving what a run under way created or used.
 ///
+/// An object's newest creation on record decides whose it is: a run that created an object
+/// another run had created and handed over before (after it was deleted in between) owns it.
+///
 /// # Errors
 /// [`CleanupError::UnknownRun`] or [`CleanupError::Active`] for a named run not on record or
 /// still under way.
@@ -94,37 +97,50 @@ pub fn plan(runs: &[Recorded], only: Option<&str>) -> Result<Plan, CleanupError>
             in_use.entry(key(e)).or_insert_with(|| run.id.clone());
         }
     }
-    let mut plan = Plan::default();
-    let mut seen = BTreeSet::new();
-    for run in runs
-        .iter()
-        .filter(|r| !r.active && only.is_none_or(|id| id == r.id))
-    {
-        plan.runs.push(run.id.clone());
-        let handed: BTreeSet<&str> = run
-            .entries
-            .iter()
-            .filter(|e| e.action == Action::HandedOver)
-            .map(|e| e.stage.as_str())
-            .collect();
-        for e in run
-            .entries
-            .iter()
-            .rev()
-            .filter(|e| e.action == Action::Created)
-        {
-            if !seen.insert(key(e)) {
+    // Each object's newest creation by a finished run: (when, place in its ledger, run, entry).
+    let mut newest = std::collections::BTreeMap::new();
+    for run in runs.iter().filter(|r| !r.active) {
+        for (i, e) in run.entries.iter().enumerate() {
+            if e.action != Action::Created {
                 continue;
             }
-            if handed.contains(e.stage.as_str()) {
-                plan.left
-                    .push((e.clone(), "handed over to the reused environment".into()));
-            } else if let Some(user) = in_use.get(&key(e)) {
-                plan.left
-                    .push((e.clone(), format!("used by run {user}, still under way")));
-            } else {
-                plan.remove.push(e.clone());
-            }
+            let candidate = ((e.at, i), run, e);
+            newest
+                .entry(key(e))
+                .and_modify(|held: &mut ((u64, usize), &Recorded, &Entry)| {
+                    if candidate.0 >= held.0 {
+                        *held = candidate;
+                    }
+                })
+                .or_insert(candidate);
+        }
+    }
+    let mut owned: Vec<_> = newest
+        .into_values()
+        .filter(|(_, run, _)| only.is_none_or(|id| id == run.id))
+        .collect();
+    owned.sort_by_key(|o| std::cmp::Reverse(o.0));
+    let mut plan = Plan {
+        runs: runs
+            .iter()
+            .filter(|r| !r.active && only.is_none_or(|id| id == r.id))
+            .map(|r| r.id.clone())
+            .collect(),
+        ..Plan::default()
+    };
+    for (_, run, e) in owned {
+        let handed = run
+            .entries
+            .iter()
+            .any(|h| h.action == Action::HandedOver && h.stage == e.stage);
+        if handed {
+            plan.left
+                .push((e.clone(), "handed over to the reused environment".into()));
+        } else if let Some(user) = in_use.get(&key(e)) {
+            plan.left
+                .push((e.clone(), format!("used by run {user}, still under way")));
+        } else {
+            plan.remove.push(e.clone());
         }
     }
     // Objects first (newest first), then releases, then the CRDs Helm would keep.
@@ -507,6 +523,60 @@ mod tests {
             super::plan(&runs, Some("zz")),
             Err(CleanupError::UnknownRun(_))
         ));
+    }
+
+    #[test]
+    fn the_newest_creation_decides_whose_an_object_is_whatever_the_run_ids_sort_to() {
+        let at = |mut e: Entry, at| {
+            e.at = at;
+            e
+        };
+        let graph = || entry(Action::Created, "graph", "DynamoGraphDeployment", "g");
+        // Our CI at stop 16: a finished nextest run (its id sorting first) created the graph
+        // and handed it over; the graph was deleted; a killed run created it anew.
+        let handed_then_killed = [
+            run(
+                "9f43",
+                false,
+                vec![
+                    at(graph(), 10),
+                    at(entry(Action::HandedOver, "graph", "", ""), 11),
+                ],
+            ),
+            run("fault-killed", false, vec![at(graph(), 20)]),
+        ];
+        for runs in [handed_then_killed.clone(), {
+            let mut r = handed_then_killed.clone();
+            r.reverse();
+            r
+        }] {
+            let plan = plan(&runs, None).unwrap();
+            let removed: Vec<String> = plan.remove.iter().map(Entry::object).collect();
+            assert_eq!(removed, ["DynamoGraphDeployment ns/g"]);
+            assert!(plan.left.is_empty(), "{:?}", plan.left);
+        }
+        assert!(
+            plan(&handed_then_killed, Some("9f43"))
+                .unwrap()
+                .remove
+                .is_empty(),
+            "the older run no longer owns it"
+        );
+        // The other way round: the killed run's graph was later created and handed over.
+        let killed_then_handed = [
+            run("a", false, vec![at(graph(), 10)]),
+            run(
+                "b",
+                false,
+                vec![
+                    at(graph(), 20),
+                    at(entry(Action::HandedOver, "graph", "", ""), 21),
+                ],
+            ),
+        ];
+        let plan = plan(&killed_then_handed, None).unwrap();
+        assert!(plan.remove.is_empty(), "{:?}", plan.remove);
+        assert_eq!(plan.left.len(), 1);
     }
 
     #[test]
