@@ -450,3 +450,191 @@ fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() 
     harness::ledger::forget(&config.cache_dir, "fault-concurrent");
     harness::ledger::forget(&config.cache_dir, earlier_id);
 }
+
+/// Restores a withdrawn image when dropped, so a failing test leaves the registry whole.
+struct Withdrawn {
+    dir: PathBuf,
+    image: &'static str,
+}
+
+impl Withdrawn {
+    fn new(config: &Config, image: &'static str) -> Withdrawn {
+        let dir = harness::cluster::agent::dir(&config.cache_dir);
+        harness::bridge::kubelet::withdraw(&dir, image).expect("the image is withdrawn");
+        Withdrawn { dir, image }
+    }
+}
+
+impl Drop for Withdrawn {
+    fn drop(&mut self) {
+        let _ = harness::bridge::kubelet::restore(&self.dir, self.image);
+    }
+}
+
+/// Polls (bounded) until a pod matching `selector` has a container waiting for one of `reasons`.
+fn await_waiting(config: &Config, selector: &str, reasons: &[&str]) {
+    let started = Instant::now();
+    loop {
+        let seen = kubectl(
+            config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "-o",
+                "jsonpath={.items[*].status.containerStatuses[*].state.waiting.reason}",
+            ],
+        );
+        if reasons
+            .iter()
+            .any(|r| seen.split_whitespace().any(|s| s == *r))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no pod of {selector} waited for {reasons:?} within 120 s; last seen: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs `case` against the cluster as it is (`--check-only`), expecting it to fail naming
+/// `diagnosis` and `also`.
+fn fails_naming(case: &str, diagnosis: &str, also: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["run", "--check-only", "--exact", case])
+        .output()
+        .expect("the binary runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{case} should fail:\n{output}");
+    assert!(
+        output.contains(&format!("diagnosis: {diagnosis}: ")),
+        "the failure should name {diagnosis}:\n{output}"
+    );
+    for part in also {
+        assert!(
+            output.contains(part),
+            "the failure should carry {part:?}:\n{output}"
+        );
+    }
+    // Evidence, shown with `--no-capture`.
+    for line in output
+        .lines()
+        .filter(|l| l.contains("waiting:") || l.starts_with("diagnosis:"))
+    {
+        println!("{case}: {}", line.trim());
+    }
+    output
+}
+
+/// Runs `case` normally (applying what it needs): the shared cluster is whole again.
+fn healed(case: &str) {
+    let out = Command::new(BIN)
+        .args(["run", "--exact", case])
+        .output()
+        .expect("the binary runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{case} did not pass on a healed cluster:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn an_etcd_image_withdrawn_from_the_registry_fails_the_platform_naming_etcd_image_pull() {
+    let config = config();
+    healed("guide::platform::etcd_and_nats_running");
+    let image = "bitnami/etcd:3.5.18-debian-12-r5";
+    let withdrawn = Withdrawn::new(&config, image);
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "pod",
+            "dynamo-platform-etcd-0",
+            "--wait=false",
+        ],
+    );
+    await_waiting(
+        &config,
+        "app.kubernetes.io/name=etcd",
+        &["ErrImagePull", "ImagePullBackOff"],
+    );
+    fails_naming(
+        "guide::platform::etcd_and_nats_running",
+        "etcd-image-pull",
+        &[image],
+    );
+    drop(withdrawn);
+    healed("guide::platform::etcd_and_nats_running");
+}
+
+#[test]
+fn a_kube_rbac_proxy_image_withdrawn_leaves_the_operator_one_of_two_naming_its_diagnosis() {
+    let config = config();
+    healed("guide::platform::operator_available");
+    let image = "gcr.io/kubebuilder/kube-rbac-proxy:v0.15.0";
+    let withdrawn = Withdrawn::new(&config, image);
+    let selector = "control-plane=controller-manager";
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "pod",
+            "-l",
+            selector,
+            "--wait=false",
+        ],
+    );
+    await_waiting(&config, selector, &["ErrImagePull", "ImagePullBackOff"]);
+    fails_naming(
+        "guide::platform::operator_available",
+        "kube-rbac-proxy-image-pull",
+        &[image],
+    );
+    drop(withdrawn);
+    healed("guide::platform::operator_available");
+}
+
+#[test]
+fn a_missing_hf_token_secret_fails_the_graph_naming_its_diagnosis() {
+    let config = config();
+    healed("guide::graph::ready");
+    kubectl(
+        &config,
+        &["-n", "dynamo-cloud", "delete", "secret", "hf-token-secret"],
+    );
+    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "pod",
+            "-l",
+            selector,
+            "--wait=false",
+        ],
+    );
+    await_waiting(&config, selector, &["CreateContainerConfigError"]);
+    fails_naming(
+        "guide::graph::component_pods",
+        "missing-hf-token-secret",
+        &["secret \"hf-token-secret\" not found"],
+    );
+    healed("guide::graph::ready");
+}

@@ -8,6 +8,7 @@
 //! it when the pod goes. Processes end with the agent that runs the bridge.
 
 pub mod crilog;
+pub mod kubelet;
 pub mod pod;
 pub mod translate;
 

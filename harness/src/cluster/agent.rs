@@ -274,7 +274,8 @@ pub fn serve(cache_dir: &Path, kubeconfig: &Path) -> Result<(), AgentError> {
         let mut bridge_done = false;
         tokio::select! {
             _ = crate::operator::run(client.clone()) => eprintln!("agent: the operator stand-in stopped"),
-            _ = super::park::watch(client, cache_dir.to_path_buf()) => {}
+            _ = super::park::watch(client.clone(), cache_dir.to_path_buf()) => {}
+            _ = crate::bridge::kubelet::run(client, dir.clone()) => eprintln!("agent: the kubelet stand-in stopped"),
             _ = &mut bridge => {
                 bridge_done = true;
                 eprintln!("agent: the bridge stopped");

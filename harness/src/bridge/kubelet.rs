@@ -1,0 +1,543 @@
+//! The kubelet's steps before a container starts, on kwok's nodes: pulling its image and resolving the Secrets and ConfigMaps its environment names.
+//!
+//! kwok starts a pod only once [`CONTAINERS_ANNOTATION`] says [`CREATED`] (the stages in
+//! `fixtures/local/k8s/kwokctl.yaml` select on it). A pod whose image the local registry has
+//! withdrawn ([`withdraw`]) or whose environment names a missing Secret, ConfigMap or key waits
+//! instead, as a kubelet would show it: `ErrImagePull` then `ImagePullBackOff`, or
+//! `CreateContainerConfigError`, with the kubelet's events, and is checked again every
+//! [`RECHECK`] until it can start.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// The pod annotation that lets kwok start the pod: [`CREATED`] once every container could be
+/// created, [`WAITING`] while one cannot.
+pub const CONTAINERS_ANNOTATION: &str = "dynamo-conformance/containers";
+/// Every container's image is pulled and its environment resolved.
+pub const CREATED: &str = "created";
+/// A container waits (its status says why).
+pub const WAITING: &str = "waiting";
+/// How often a waiting pod is checked again (a kubelet backs off from 10 s up to 5 min).
+pub const RECHECK: Duration = Duration::from_secs(10);
+
+/// Why a container cannot be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The container's name.
+    pub container: String,
+    /// The waiting reason: `ErrImagePull` (first try), `ImagePullBackOff` or
+    /// `CreateContainerConfigError`.
+    pub reason: &'static str,
+    /// The waiting message, worded as the kubelet words it.
+    pub message: String,
+    /// The container's image.
+    pub image: String,
+}
+
+/// `<bridge dir>/registry/withdrawn`: the images the local registry no longer serves, one a line.
+pub fn withdrawn_path(bridge_dir: &Path) -> PathBuf {
+    bridge_dir.join("registry").join("withdrawn")
+}
+
+/// The images the local registry no longer serves (none when the file is absent).
+pub fn withdrawn(bridge_dir: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(withdrawn_path(bridge_dir))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| normalized(l.trim()))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Withdraws `image` from the local registry, as an image is removed upstream: pods that need it
+/// and are not running yet wait in `ImagePullBackOff`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn withdraw(bridge_dir: &Path, image: &str) -> std::io::Result<()> {
+    let mut images = withdrawn(bridge_dir);
+    images.insert(normalized(image));
+    write_withdrawn(bridge_dir, &images)
+}
+
+/// Publishes `image` again.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn restore(bridge_dir: &Path, image: &str) -> std::io::Result<()> {
+    let mut images = withdrawn(bridge_dir);
+    images.remove(&normalized(image));
+    write_withdrawn(bridge_dir, &images)
+}
+
+fn write_withdrawn(bridge_dir: &Path, images: &BTreeSet<String>) -> std::io::Result<()> {
+    let path = withdrawn_path(bridge_dir);
+    std::fs::create_dir_all(path.parent().expect("a parent"))?;
+    let text: String = images.iter().map(|i| format!("{i}\n")).collect();
+    std::fs::write(path, text)
+}
+
+/// `docker.io/library/etcd:3` and `etcd:3` are one image.
+fn normalized(image: &str) -> String {
+    let image = image.strip_prefix("docker.io/").unwrap_or(image);
+    image.strip_prefix("library/").unwrap_or(image).to_string()
+}
+
+/// The keys of each Secret or ConfigMap of the pod's namespace, by name.
+pub type Keys = BTreeMap<String, BTreeSet<String>>;
+
+/// What keeps each container of `pod` from being created; empty when all can be. `retry` is true
+/// once the pod was tried before (`ErrImagePull` becomes `ImagePullBackOff`).
+pub fn check(
+    pod: &Pod,
+    withdrawn: &BTreeSet<String>,
+    secrets: &Keys,
+    config_maps: &Keys,
+    retry: bool,
+) -> Vec<Blocked> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter_map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            let blocked = |reason, message| Blocked {
+                container: c.name.clone(),
+                reason,
+                message,
+                image: image.clone(),
+            };
+            if withdrawn.contains(&normalized(&image)) {
+                let pull = format!(
+                    "failed to pull and unpack image \"{image}\": not found (withdrawn from the local provider's registry)"
+                );
+                return Some(if retry {
+                    blocked(
+                        "ImagePullBackOff",
+                        format!("Back-off pulling image \"{image}\": ErrImagePull: {pull}"),
+                    )
+                } else {
+                    blocked("ErrImagePull", pull)
+                });
+            }
+            unresolved(c, &pod.namespace().unwrap_or_default(), secrets, config_maps)
+                .map(|m| blocked("CreateContainerConfigError", m))
+        })
+        .collect()
+}
+
+/// The first Secret, ConfigMap or key the container's environment names that does not exist.
+fn unresolved(
+    c: &Container,
+    namespace: &str,
+    secrets: &Keys,
+    config_maps: &Keys,
+) -> Option<String> {
+    let missing =
+        |kind: &str, store: &Keys, name: &str, key: Option<&str>, optional: Option<bool>| {
+            if optional == Some(true) {
+                return None;
+            }
+            match (store.get(name), key) {
+                (None, _) => Some(format!("{} \"{name}\" not found", kind.to_lowercase())),
+                (Some(keys), Some(key)) if !keys.contains(key) => Some(format!(
+                    "couldn't find key {key} in {kind} {namespace}/{name}"
+                )),
+                _ => None,
+            }
+        };
+    for from in c.env_from.iter().flatten() {
+        if let Some(s) = &from.secret_ref
+            && let Some(m) = missing("Secret", secrets, &s.name, None, s.optional)
+        {
+            return Some(m);
+        }
+        if let Some(m) = from
+            .config_map_ref
+            .as_ref()
+            .and_then(|r| missing("ConfigMap", config_maps, &r.name, None, r.optional))
+        {
+            return Some(m);
+        }
+    }
+    for var in c.env.iter().flatten() {
+        let Some(from) = &var.value_from else {
+            continue;
+        };
+        if let Some(r) = &from.secret_key_ref
+            && let Some(m) = missing("Secret", secrets, &r.name, Some(&r.key), r.optional)
+        {
+            return Some(m);
+        }
+        if let Some(r) = &from.config_map_key_ref
+            && let Some(m) = missing("ConfigMap", config_maps, &r.name, Some(&r.key), r.optional)
+        {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// The pod status a kubelet reports while `blocked` containers wait and the others run.
+pub fn waiting_status(pod: &Pod, blocked: &[Blocked]) -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut statuses = Vec::new();
+    let mut running = 0;
+    for c in &spec.containers {
+        let image = c.image.clone().unwrap_or_default();
+        match blocked.iter().find(|b| b.container == c.name) {
+            Some(b) => statuses.push(json!({
+                "name": c.name, "image": image, "imageID": "", "ready": false, "started": false,
+                "restartCount": 0,
+                "state": { "waiting": { "reason": b.reason, "message": b.message } },
+            })),
+            None => {
+                running += 1;
+                statuses.push(json!({
+                    "name": c.name, "image": image, "imageID": "", "ready": true, "started": true,
+                    "restartCount": 0, "state": { "running": { "startedAt": now } },
+                }));
+            }
+        }
+    }
+    let names: Vec<&str> = blocked.iter().map(|b| b.container.as_str()).collect();
+    let not_ready = format!("containers with unready status: [{}]", names.join(" "));
+    let condition = |type_: &str, status: &str| {
+        let mut c = json!({ "type": type_, "status": status, "lastTransitionTime": now });
+        if status == "False" {
+            c["reason"] = json!("ContainersNotReady");
+            c["message"] = json!(not_ready);
+        }
+        c
+    };
+    json!({ "status": {
+        "phase": if running > 0 { "Running" } else { "Pending" },
+        "conditions": [
+            condition("PodScheduled", "True"),
+            condition("Initialized", "True"),
+            condition("ContainersReady", "False"),
+            condition("Ready", "False"),
+        ],
+        "containerStatuses": statuses,
+    } })
+}
+
+/// The pods kwok has not started, scheduled and not going away.
+fn to_create(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .is_none()
+        && pod
+            .annotations()
+            .get(CONTAINERS_ANNOTATION)
+            .map(String::as_str)
+            != Some(CREATED)
+}
+
+async fn keys<K>(client: &Client, namespace: &str) -> Result<Keys, kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + KeysOf,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|o| (o.name_any(), o.keys()))
+        .collect())
+}
+
+/// The keys an object holds.
+trait KeysOf {
+    fn keys(&self) -> BTreeSet<String>;
+}
+
+impl KeysOf for Secret {
+    fn keys(&self) -> BTreeSet<String> {
+        let data = self.data.iter().flatten().map(|(k, _)| k.clone());
+        data.chain(self.string_data.iter().flatten().map(|(k, _)| k.clone()))
+            .collect()
+    }
+}
+
+impl KeysOf for ConfigMap {
+    fn keys(&self) -> BTreeSet<String> {
+        let data = self.data.iter().flatten().map(|(k, _)| k.clone());
+        data.chain(self.binary_data.iter().flatten().map(|(k, _)| k.clone()))
+            .collect()
+    }
+}
+
+/// Checks one pod and lets kwok start it or records why it waits.
+async fn create(
+    client: &Client,
+    recorder: &Recorder,
+    bridge_dir: &Path,
+    pod: &Pod,
+    retry: bool,
+) -> Result<bool, kube::Error> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let secrets = keys::<Secret>(client, &namespace).await?;
+    let config_maps = keys::<ConfigMap>(client, &namespace).await?;
+    let blocked = check(pod, &withdrawn(bridge_dir), &secrets, &config_maps, retry);
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let annotate =
+        |value: &str| json!({ "metadata": { "annotations": { CONTAINERS_ANNOTATION: value } } });
+    if blocked.is_empty() {
+        api.patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(annotate(CREATED)),
+        )
+        .await?;
+        return Ok(true);
+    }
+    api.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(waiting_status(pod, &blocked)),
+    )
+    .await?;
+    api.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(annotate(WAITING)),
+    )
+    .await?;
+    for b in &blocked {
+        let mut reference = pod.object_ref(&());
+        reference.field_path = Some(format!("spec.containers{{{}}}", b.container));
+        let (reason, note, action) = match b.reason {
+            "ErrImagePull" => (
+                "Failed",
+                format!("Failed to pull image: {}", b.message),
+                "Pulling",
+            ),
+            "ImagePullBackOff" => ("BackOff", b.message.clone(), "Pulling"),
+            _ => ("Failed", format!("Error: {}", b.message), "Creating"),
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            eprintln!(
+                "kubelet: cannot record an event for pod {}: {e}",
+                pod.name_any()
+            );
+        }
+    }
+    Ok(false)
+}
+
+/// Runs the kubelet's pre-start steps for every pod on kwok's nodes, for as long as it is polled.
+pub async fn run(client: Client, bridge_dir: PathBuf) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubelet".into(),
+            instance: Some("dynamo-conformance-agent".into()),
+        },
+    );
+    let (store, writer) = reflector::store();
+    let (changed, mut on_change) = watch::channel(());
+    let events = reflector(
+        writer,
+        watcher(Api::<Pod>::all(client.clone()), Default::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| {
+        let _ = changed.send(());
+        async {}
+    });
+    // When each waiting pod was last tried, by uid.
+    let mut tried: HashMap<String, Instant> = HashMap::new();
+    let checking = async {
+        let _ = store.wait_until_ready().await;
+        loop {
+            let pods: Vec<_> = store.state().into_iter().filter(|p| to_create(p)).collect();
+            tried.retain(|uid, _| pods.iter().any(|p| p.uid().as_deref() == Some(uid)));
+            for pod in pods {
+                let uid = pod.uid().unwrap_or_default();
+                let retry = match tried.get(&uid) {
+                    Some(at) if at.elapsed() < RECHECK => continue,
+                    Some(_) => true,
+                    None => false,
+                };
+                match create(&client, &recorder, &bridge_dir, &pod, retry).await {
+                    Ok(true) => {
+                        tried.remove(&uid);
+                    }
+                    Ok(false) => {
+                        tried.insert(uid, Instant::now());
+                    }
+                    Err(e) => eprintln!("kubelet: pod {}: {e}", pod.name_any()),
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), on_change.changed()).await;
+        }
+    };
+    tokio::select! {
+        _ = events => {}
+        _ = checking => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(image: &str, env: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "p", "namespace": "ns" },
+            "spec": { "containers": [
+                { "name": "main", "image": image, "envFrom": env["envFrom"], "env": env["env"] },
+                { "name": "proxy", "image": "quay.io/brancz/kube-rbac-proxy:v0.15.0" },
+            ] },
+        }))
+        .expect("a pod")
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> Keys {
+        let mut k = Keys::new();
+        for (name, key) in pairs {
+            k.entry(name.to_string())
+                .or_default()
+                .insert(key.to_string());
+        }
+        k
+    }
+
+    fn reasons(blocked: &[Blocked]) -> Vec<(&str, &str, &str)> {
+        blocked
+            .iter()
+            .map(|b| (b.container.as_str(), b.reason, b.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_withdrawn_image_fails_to_pull_then_backs_off_and_only_its_container_waits() {
+        let withdrawn: BTreeSet<String> = ["bitnami/etcd:3.5.18-debian-12-r5".to_string()].into();
+        let p = pod("docker.io/bitnami/etcd:3.5.18-debian-12-r5", json!({}));
+        let first = check(&p, &withdrawn, &Keys::new(), &Keys::new(), false);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            (first[0].container.as_str(), first[0].reason),
+            ("main", "ErrImagePull")
+        );
+        let again = check(&p, &withdrawn, &Keys::new(), &Keys::new(), true);
+        assert_eq!(again[0].reason, "ImagePullBackOff");
+        assert!(
+            again[0]
+                .message
+                .starts_with("Back-off pulling image \"docker.io/bitnami/etcd")
+        );
+        let status = waiting_status(&p, &again);
+        assert_eq!(
+            status["status"]["phase"], "Running",
+            "the other container runs: 1/2"
+        );
+        assert_eq!(
+            status["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ImagePullBackOff"
+        );
+        assert_eq!(status["status"]["containerStatuses"][1]["ready"], true);
+        assert!(
+            check(
+                &pod("bitnami/etcd:3.6", json!({})),
+                &withdrawn,
+                &Keys::new(),
+                &Keys::new(),
+                false
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_config_map_or_key_fails_container_config_unless_optional() {
+        let env_from = json!({ "envFrom": [{ "secretRef": { "name": "hf-token-secret" } }] });
+        let none = BTreeSet::new();
+        assert_eq!(
+            reasons(&check(
+                &pod("x", env_from.clone()),
+                &none,
+                &Keys::new(),
+                &Keys::new(),
+                false
+            )),
+            [(
+                "main",
+                "CreateContainerConfigError",
+                "secret \"hf-token-secret\" not found"
+            )]
+        );
+        let secrets = keys(&[("hf-token-secret", "HF_TOKEN")]);
+        assert!(check(&pod("x", env_from), &none, &secrets, &Keys::new(), false).is_empty());
+        let key_ref = json!({ "env": [{ "name": "T", "valueFrom": { "secretKeyRef": { "name": "hf-token-secret", "key": "TOKEN" } } }] });
+        assert_eq!(
+            reasons(&check(
+                &pod("x", key_ref),
+                &none,
+                &secrets,
+                &Keys::new(),
+                false
+            )),
+            [(
+                "main",
+                "CreateContainerConfigError",
+                "couldn't find key TOKEN in Secret ns/hf-token-secret"
+            )]
+        );
+        let optional =
+            json!({ "envFrom": [{ "configMapRef": { "name": "absent", "optional": true } }] });
+        assert!(check(&pod("x", optional), &none, &secrets, &Keys::new(), false).is_empty());
+        let config_map = json!({ "envFrom": [{ "configMapRef": { "name": "absent" } }] });
+        assert_eq!(
+            reasons(&check(
+                &pod("x", config_map),
+                &none,
+                &secrets,
+                &Keys::new(),
+                false
+            )),
+            [(
+                "main",
+                "CreateContainerConfigError",
+                "configmap \"absent\" not found"
+            )]
+        );
+    }
+}
