@@ -638,3 +638,114 @@ fn a_missing_hf_token_secret_fails_the_graph_naming_its_diagnosis() {
     );
     healed("guide::graph::ready");
 }
+
+/// Scales a platform StatefulSet back to one replica when dropped.
+struct ScaledDown<'a> {
+    config: &'a Config,
+    name: &'static str,
+}
+
+impl Drop for ScaledDown<'_> {
+    fn drop(&mut self) {
+        let set = format!("statefulset/{}", self.name);
+        kubectl(
+            self.config,
+            &["-n", "dynamo-cloud", "scale", &set, "--replicas=1"],
+        );
+    }
+}
+
+#[test]
+fn workers_that_cannot_reach_nats_crash_loop_naming_nats_or_etcd_unreachable() {
+    let config = config();
+    if config.dynamo_version.profile().discovery != harness::profile::Discovery::EtcdAndNats {
+        println!(
+            "SKIP: Dynamo {} finds its workers without NATS",
+            config.dynamo_version
+        );
+        return;
+    }
+    healed("guide::graph::ready");
+    let scaled = ScaledDown {
+        config: &config,
+        name: "dynamo-platform-nats",
+    };
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "scale",
+            "statefulset/dynamo-platform-nats",
+            "--replicas=0",
+        ],
+    );
+    // The Service keeps no ready endpoint once the NATS pod is gone.
+    let started = Instant::now();
+    while !kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=nats",
+            "-o",
+            "name",
+        ],
+    )
+    .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the NATS pod did not go"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "pod",
+            "-l",
+            selector,
+            "--wait=false",
+        ],
+    );
+    await_waiting(&config, selector, &["CrashLoopBackOff"]);
+    fails_naming(
+        "guide::graph::component_pods",
+        "nats-or-etcd-unreachable",
+        &["CrashLoopBackOff", "Failed to connect to NATS"],
+    );
+    drop(scaled);
+    // The bridge judges the platform's reach when it starts a pod: a new pod reaches NATS again.
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "rollout",
+            "status",
+            "statefulset/dynamo-platform-nats",
+            "--timeout=120s",
+        ],
+    );
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "pod",
+            "-l",
+            selector,
+            "--wait=false",
+        ],
+    );
+    healed("guide::graph::ready");
+}

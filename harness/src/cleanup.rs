@@ -10,9 +10,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Discovery, Scope};
+use kube::api::{DeleteParams, ListParams};
+use kube::discovery::Discovery;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
 
@@ -193,13 +192,10 @@ pub async fn add_labelled(
     let known: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let planned: BTreeSet<_> = plan.remove.iter().map(key).collect();
     for (api_version, kind) in LABELLED_KINDS {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let Some((resource, _)) =
-            discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
-        else {
+        let Some(resolved) = crate::k8s::resolve(&discovery, api_version, kind) else {
             continue;
         };
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let api = crate::k8s::dynamic_api(client, &resolved, None);
         let Ok(list) = api
             .list(&ListParams::default().labels(&format!("{RUN_LABEL},{RUN_LABEL}!={ENVIRONMENT}")))
             .await
@@ -295,23 +291,14 @@ pub async fn execute(
             }
             continue;
         }
-        let (group, version) = e
-            .api_version
-            .rsplit_once('/')
-            .unwrap_or(("", &e.api_version));
-        let Some((resource, caps)) =
-            discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, &e.kind))
-        else {
+        let Some(resolved) = crate::k8s::resolve(&discovery, &e.api_version, &e.kind) else {
             done.removed.push(format!(
                 "{} was already gone (its kind is gone)",
                 e.object()
             ));
             continue;
         };
-        let api: Api<DynamicObject> = match (&caps.scope, &e.namespace) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
+        let api = crate::k8s::dynamic_api(client, &resolved, e.namespace.as_deref());
         let current = match api.get_opt(&e.name).await {
             Ok(Some(o)) => o,
             Ok(None) => {

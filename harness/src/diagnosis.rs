@@ -192,6 +192,11 @@ pub const CATALOG: &[Diagnosis] = &[
                 pod: "",
                 line: "Unable to connect to etcd",
             },
+            // Dynamo 0.4.1's own words when etcd cannot be reached (its DistributedRuntime).
+            Symptom::Log {
+                pod: "",
+                line: "Exception: creating primary lease",
+            },
         ],
         hint: "workers cannot reach the platform's NATS or etcd: check NATS_SERVER and ETCD_ENDPOINTS in the pods and that the platform's pods and Services are up",
         reference: "field report: CrashLoop \"Failed to connect to NATS\"",
@@ -389,6 +394,21 @@ mod tests {
                 "nats-or-etcd-unreachable",
             ),
             (
+                Evidence {
+                    containers: vec![ContainerState {
+                        pod: "vllm-decode-1".into(),
+                        last_terminated: Some(
+                            "Traceback (most recent call last):\nException: creating primary lease"
+                                .into(),
+                        ),
+                        restarts: 2,
+                        ..ContainerState::default()
+                    }],
+                    ..Evidence::default()
+                },
+                "nats-or-etcd-unreachable",
+            ),
+            (
                 message(
                     "timed out waiting for the pods of DynamoGraphDeployment ns/g to be as many Ready as the graph asks",
                 ),
@@ -402,7 +422,8 @@ mod tests {
                 "liveness-fails-under-load",
             ),
         ];
-        assert_eq!(cases.len(), CATALOG.len(), "one case per entry");
+        let named: std::collections::BTreeSet<&str> = cases.iter().map(|(_, n)| *n).collect();
+        assert_eq!(named.len(), CATALOG.len(), "a case for every entry");
         for (evidence, name) in &cases {
             assert_eq!(names(evidence), [*name], "{evidence:?}");
         }

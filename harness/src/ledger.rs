@@ -257,7 +257,7 @@ impl Run {
 /// completed is the environment's too): each such object's [`RUN_LABEL`] becomes
 /// [`ENVIRONMENT`] and the ledger says [`Action::HandedOver`]. Returns what could not be relabelled.
 pub async fn hand_over(client: &kube::Client, stage: &str) -> Vec<String> {
-    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    use kube::api::{Patch, PatchParams};
     let Some(run) = current() else {
         return Vec::new();
     };
@@ -268,19 +268,15 @@ pub async fn hand_over(client: &kube::Client, stage: &str) -> Vec<String> {
         .iter()
         .filter(|e| e.action != Action::HandedOver && e.stage == stage && e.api_version != "helm")
     {
-        let (group, version) = e
-            .api_version
-            .rsplit_once('/')
-            .unwrap_or(("", &e.api_version));
-        let gvk = kube::core::GroupVersionKind::gvk(group, version, &e.kind);
-        let Some((resource, _)) = discovery.as_ref().ok().and_then(|d| d.resolve_gvk(&gvk)) else {
+        let Some(resolved) = discovery
+            .as_ref()
+            .ok()
+            .and_then(|d| crate::k8s::resolve(d, &e.api_version, &e.kind))
+        else {
             failed.push(format!("{}: its kind is not served", e.object()));
             continue;
         };
-        let api: Api<DynamicObject> = match &e.namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
+        let api = crate::k8s::dynamic_api(client, &resolved, e.namespace.as_deref());
         let patch = serde_json::json!({"metadata": {"labels": {RUN_LABEL: ENVIRONMENT}}});
         if let Err(err) = api
             .patch(&e.name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -236,6 +236,95 @@ pub fn waiting_status(pod: &Pod, blocked: &[Blocked]) -> serde_json::Value {
     } })
 }
 
+/// The pod annotation with a backed container's restart count, which kwok's stages carry into
+/// its status.
+pub const RESTARTS_ANNOTATION: &str = "dynamo-conformance/restarts";
+/// The pod annotation with a backed container's last termination (`lastState`, JSON on one line),
+/// which kwok's stages carry into its status.
+pub const LAST_STATE_ANNOTATION: &str = "dynamo-conformance/last-state";
+
+/// How a backed container's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    /// Its exit code (128 + the signal for a killed process).
+    pub exit_code: i32,
+    /// The last lines of its log, the kubelet's termination message.
+    pub message: String,
+    /// When it started and ended, RFC 3339.
+    pub started_at: String,
+    /// When it ended, RFC 3339.
+    pub finished_at: String,
+}
+
+impl Termination {
+    /// `lastState` of a container status.
+    pub fn last_state(&self) -> serde_json::Value {
+        let reason = if self.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        json!({ "terminated": {
+            "exitCode": self.exit_code, "reason": reason, "message": self.message,
+            "startedAt": self.started_at, "finishedAt": self.finished_at,
+        } })
+    }
+}
+
+/// The status and annotations of a pod whose backed container `container` exited and waits
+/// `backoff` before its restart number `restarts` (`CrashLoopBackOff`, as a kubelet shows it).
+pub fn crash_loop(
+    pod: &Pod,
+    container: &Container,
+    restarts: u32,
+    backoff: Duration,
+    ended: &Termination,
+) -> (serde_json::Value, serde_json::Value) {
+    let message = format!(
+        "back-off {}s restarting failed container={} pod={}_{}({})",
+        backoff.as_secs(),
+        container.name,
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid().unwrap_or_default()
+    );
+    let not_ready = format!("containers with unready status: [{}]", container.name);
+    let condition = |type_: &str| {
+        json!({ "type": type_, "status": "False", "reason": "ContainersNotReady",
+                "message": not_ready, "lastTransitionTime": ended.finished_at })
+    };
+    let status = json!({ "status": {
+        "conditions": [condition("ContainersReady"), condition("Ready")],
+        "containerStatuses": [{
+            "name": container.name, "image": container.image, "imageID": "", "ready": false,
+            "started": false, "restartCount": restarts,
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": message } },
+            "lastState": ended.last_state(),
+        }],
+    } });
+    let annotations = json!({ "metadata": { "annotations": {
+        RESTARTS_ANNOTATION: restarts.to_string(),
+        LAST_STATE_ANNOTATION: ended.last_state().to_string(),
+    } } });
+    (status, annotations)
+}
+
+/// The status of a pod whose backed container `container` runs again (not yet Ready) after
+/// `restarts` restarts, the last ending as `ended`.
+pub fn restarted(
+    container: &Container,
+    restarts: u32,
+    ended: &Termination,
+    started_at: &str,
+) -> serde_json::Value {
+    json!({ "status": { "containerStatuses": [{
+        "name": container.name, "image": container.image, "imageID": "", "ready": false,
+        "started": true, "restartCount": restarts,
+        "state": { "running": { "startedAt": started_at } },
+        "lastState": ended.last_state(),
+    }] } })
+}
+
 /// The pods kwok has not started, scheduled and not going away.
 fn to_create(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
@@ -483,6 +572,43 @@ mod tests {
                 false
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_crashed_container_waits_in_crash_loop_back_off_with_its_last_termination() {
+        let p = pod("x", json!({}));
+        let container = &p.spec.as_ref().unwrap().containers[0];
+        let ended = Termination {
+            exit_code: 1,
+            message: "ERROR Failed to connect to NATS".into(),
+            started_at: "2026-12-01T06:00:00Z".into(),
+            finished_at: "2026-12-01T06:00:05Z".into(),
+        };
+        let (status, annotations) = crash_loop(&p, container, 2, Duration::from_secs(20), &ended);
+        let main = &status["status"]["containerStatuses"][0];
+        assert_eq!(main["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert!(
+            main["state"]["waiting"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("back-off 20s restarting failed container=main pod=p_ns")
+        );
+        assert_eq!(main["restartCount"], 2);
+        assert_eq!(main["lastState"]["terminated"]["reason"], "Error");
+        assert_eq!(
+            main["lastState"]["terminated"]["message"],
+            "ERROR Failed to connect to NATS"
+        );
+        let carried: serde_json::Value = serde_json::from_str(
+            annotations["metadata"]["annotations"][LAST_STATE_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            carried, main["lastState"],
+            "kwok's stages carry the same lastState"
         );
     }
 

@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::crilog::CriLog;
+use super::kubelet;
 use super::translate::{self, Launch, Readiness, Role};
 use super::{BridgeError, Shared};
 use crate::k8s::kinds::{DynamoGraphDeployment, KwokLogs, KwokPortForward};
@@ -48,6 +49,154 @@ async fn annotate(shared: &Shared, pod: &Pod, ready: bool, status: &str) {
         .await
     {
         eprintln!("bridge: cannot annotate pod {}: {e}", pod.name_any());
+    }
+}
+
+async fn patch_status(shared: &Shared, pod: &Pod, status: serde_json::Value) {
+    let api: Api<Pod> =
+        Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
+    if let Err(e) = api
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+    {
+        eprintln!(
+            "bridge: cannot write the status of pod {}: {e}",
+            pod.name_any()
+        );
+    }
+}
+
+async fn patch_annotations(shared: &Shared, pod: &Pod, patch: serde_json::Value) {
+    let api: Api<Pod> =
+        Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
+    if let Err(e) = api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        eprintln!("bridge: cannot annotate pod {}: {e}", pod.name_any());
+    }
+}
+
+/// The kubelet's `BackOff` warning for a container that keeps exiting.
+async fn back_off_event(shared: &Shared, pod: &Pod, container: &str) {
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder = Recorder::new(
+        shared.client.clone(),
+        Reporter {
+            controller: "kubelet".into(),
+            instance: Some("dynamo-conformance-agent".into()),
+        },
+    );
+    let mut reference = pod.object_ref(&());
+    reference.field_path = Some(format!("spec.containers{{{container}}}"));
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "BackOff".into(),
+        note: Some(format!(
+            "Back-off restarting failed container {container} in pod {}_{}({})",
+            pod.name_any(),
+            pod.namespace().unwrap_or_default(),
+            pod.uid().unwrap_or_default()
+        )),
+        action: "Restarting".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        eprintln!(
+            "bridge: cannot record an event for pod {}: {e}",
+            pod.name_any()
+        );
+    }
+}
+
+/// The literal value of `var` in the pod's first container.
+fn container_env_value(pod: &Pod, var: &str) -> Option<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.iter().flatten().find(|e| e.name == var))
+        .and_then(|e| e.value.clone())
+}
+
+/// `url` with its port swapped for one nothing listens on (port 1, tcpmux, is closed here).
+fn refused(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_port(Some(1));
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Where a URL the pod names for the platform leads, as a cluster's DNS and kube-proxy would take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// A Service with a ready endpoint: the platform's local process.
+    Platform,
+    /// A Service with no ready endpoint: a closed port (kube-proxy rejects the connection).
+    Refused,
+    /// No Service of that name (or not a Service name at all): the URL as written.
+    AsWritten,
+}
+
+/// Where the host of `url` (the first of a comma-separated list; `host:port` without a scheme
+/// too) leads: a Service of the cluster as its DNS names one (`name`, `name.ns`,
+/// `name.ns.svc[.cluster.local]`), judged by its EndpointSlices' ready endpoints.
+async fn reach(shared: &Shared, pod: &Pod, url: &str) -> Reach {
+    let first = url.split(',').next().unwrap_or_default().trim();
+    let with_scheme = if first.contains("://") {
+        first.to_string()
+    } else {
+        format!("http://{first}")
+    };
+    let Some(host) = url::Url::parse(&with_scheme)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    else {
+        return Reach::AsWritten;
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Reach::AsWritten;
+    }
+    let mut labels = host.split('.');
+    let name = labels.next().unwrap_or_default();
+    let namespace = labels
+        .next()
+        .map(str::to_string)
+        .unwrap_or_else(|| pod.namespace().unwrap_or_default());
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(shared.client.clone(), &namespace);
+    if !matches!(services.get_opt(name).await, Ok(Some(_))) {
+        return Reach::AsWritten;
+    }
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(shared.client.clone(), &namespace);
+    let selector = format!("kubernetes.io/service-name={name}");
+    let ready = slices
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map(|l| {
+            l.items.iter().any(|s| {
+                s.endpoints
+                    .iter()
+                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            })
+        })
+        .unwrap_or(false);
+    if ready {
+        Reach::Platform
+    } else {
+        Reach::Refused
     }
 }
 
@@ -207,7 +356,32 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
     let (etcd_url, nats_url) = match version {
         DynamoVersion::V0_4_1 => {
             let platform = shared.platform().await?;
-            (Some(platform.etcd_url), Some(platform.nats_url))
+            // What a cluster's DNS and kube-proxy would reach; a closed port where they refuse.
+            let to = |var: &'static str, local: String| async move {
+                let reached = match container_env_value(pod, var) {
+                    Some(url) => reach(shared, pod, &url).await,
+                    None => Reach::Platform,
+                };
+                match reached {
+                    Reach::Platform => Some(local),
+                    Reach::Refused => {
+                        log.note(&format!(
+                            "{var}: its Service has no ready endpoint, so the connection is refused"
+                        ));
+                        Some(refused(&local))
+                    }
+                    Reach::AsWritten => {
+                        log.note(&format!(
+                            "{var}: names no Service of the cluster; left as written"
+                        ));
+                        None
+                    }
+                }
+            };
+            (
+                to("ETCD_ENDPOINTS", platform.etcd_url).await,
+                to("NATS_SERVER", platform.nats_url).await,
+            )
         }
         DynamoVersion::V1_6_1 => (None, None),
     };
@@ -423,7 +597,15 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
     let mut backoff = FIRST_BACKOFF;
     let mut restarts = 0u32;
     let mut last_exit: Option<String> = None;
+    let mut last_end: Option<kubelet::Termination> = None;
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .cloned()
+        .unwrap_or_default();
     loop {
+        let started_at = k8s_openapi::jiff::Timestamp::now().to_string();
         let mut child = match spawn(&launch, &log, &dir) {
             Ok(c) => c,
             Err(e) => {
@@ -441,6 +623,14 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
         };
         let pid = child.id().unwrap_or_default();
         log.note(&format!("started pid {pid} (restarts: {restarts})"));
+        if let Some(ended) = &last_end {
+            patch_status(
+                &shared,
+                &pod,
+                kubelet::restarted(&container, restarts, ended, &started_at),
+            )
+            .await;
+        }
         let started = Instant::now();
         let initial_delay = match &launch.readiness {
             Readiness::Http { initial_delay, .. } => Duration::from_secs(*initial_delay),
@@ -492,6 +682,14 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
             }
         };
         shared.set_ready(&key, false);
+        let exit_code = exit
+            .as_ref()
+            .ok()
+            .and_then(|s| {
+                use std::os::unix::process::ExitStatusExt as _;
+                s.code().or_else(|| s.signal().map(|g| 128 + g))
+            })
+            .unwrap_or(-1);
         let code = exit
             .map(|s| s.to_string())
             .unwrap_or_else(|e| e.to_string());
@@ -500,6 +698,19 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
             "process exited ({code}); restarting in {backoff:?}"
         ));
         last_exit = Some(format!("{code} at {}", k8s_openapi::jiff::Timestamp::now()));
+        let ended = kubelet::Termination {
+            exit_code,
+            message: log.tail(20),
+            started_at: started_at.clone(),
+            finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+        };
+        // The status first: once Ready is False, kwok's unready stage leaves it as written.
+        let (status, annotations) =
+            kubelet::crash_loop(&pod, &container, restarts + 1, backoff, &ended);
+        patch_status(&shared, &pod, status).await;
+        patch_annotations(&shared, &pod, annotations).await;
+        back_off_event(&shared, &pod, &container.name).await;
+        last_end = Some(ended);
         annotate(
             &shared,
             &pod,

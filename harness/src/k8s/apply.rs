@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 use serde_json::Value;
 
@@ -102,9 +101,7 @@ pub async fn apply_objects(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-        let gvk = GroupVersionKind::gvk(group, version, &kind);
-        let Some((resource, capabilities)) = discovery.resolve_gvk(&gvk) else {
+        let Some((resource, capabilities)) = super::resolve(&discovery, &api_version, &kind) else {
             return Err(K8sError::UnknownKind {
                 fixture: fixture.to_string(),
                 kind,

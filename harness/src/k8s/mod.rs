@@ -9,12 +9,40 @@ pub mod wait;
 
 use std::time::Duration;
 
+use kube::api::{Api, DynamicObject};
+use kube::core::GroupVersion;
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+
 /// The field manager of every object the suite applies.
 pub const FIELD_MANAGER: &str = "dynamo-conformance";
 /// The label every object the suite creates carries, so a crashed run can be cleaned up.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "dynamo-conformance");
 /// The label naming the stage that created an object.
 pub const STAGE_LABEL: &str = "dynamo-conformance/stage";
+
+/// The cluster's resource and capabilities for `api_version` (`v1`, `nvidia.com/v1alpha1`) and
+/// `kind`; `None` when the cluster does not serve them or `api_version` is malformed.
+pub fn resolve(
+    discovery: &Discovery,
+    api_version: &str,
+    kind: &str,
+) -> Option<(ApiResource, ApiCapabilities)> {
+    let gvk = api_version.parse::<GroupVersion>().ok()?.with_kind(kind);
+    discovery.resolve_gvk(&gvk)
+}
+
+/// The dynamic API of `resource`: in `namespace` when the kind is namespaced and one is given,
+/// else cluster-wide.
+pub fn dynamic_api(
+    client: &kube::Client,
+    (resource, capabilities): &(ApiResource, ApiCapabilities),
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match (&capabilities.scope, namespace) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, resource),
+        _ => Api::all_with(client.clone(), resource),
+    }
+}
 
 /// Errors talking to the cluster.
 #[derive(Debug, thiserror::Error)]

@@ -80,8 +80,14 @@ fn container_line(c: &ContainerStatus) -> Option<String> {
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
             .map(|t| {
+                let said = t
+                    .message
+                    .as_deref()
+                    .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+                    .map(|l| format!(": {}", crate::openai::check::excerpt(l.trim(), 160)))
+                    .unwrap_or_default();
                 format!(
-                    ", last exit {} ({})",
+                    ", last exit {} ({}{said})",
                     t.exit_code,
                     t.reason.clone().unwrap_or_default()
                 )
@@ -168,6 +174,19 @@ mod tests {
         assert_eq!(
             describe(&restarted),
             "pod p Running Ready=True (main restarted 2 times, last exit 137 (Error))"
+        );
+        let crashed = pod(json!({
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "main", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container=main"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                    "message": "Traceback (most recent call last):\nException: Failed to connect to NATS: Connection refused\n"}}}]
+        }));
+        assert_eq!(
+            describe(&crashed),
+            "pod p Running Ready=False (main waiting: CrashLoopBackOff (back-off 10s restarting failed container=main), \
+             restarted 1 times, last exit 1 (Error: Exception: Failed to connect to NATS: Connection refused))"
         );
         let creating = pod(json!({
             "phase": "Pending",
