@@ -1,5 +1,6 @@
 //! The guide's DynamoGraphDeployment, applied with the run's model and release, and waited for until ready.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -290,6 +291,106 @@ pub fn short_of_replicas<'a>(
         .collect()
 }
 
+/// The components whose Deployment (the one selecting `nvidia.com/selector=<component>`) has not
+/// finished rolling out, by `kubectl rollout status`'s rules: the controller has seen the newest
+/// spec (`observedGeneration`), every replica runs the current template (`updatedReplicas`), no
+/// pod of an old revision is left (`replicas`) and every updated one is available. A graph
+/// reported ready while a rollout is still under way is ai-dynamo/dynamo#3567. Components with
+/// no such Deployment (another operator's workload kind) are not judged here.
+pub fn rollouts_unfinished<'a>(
+    wanted: &[(String, i64)],
+    deployments: impl Iterator<Item = &'a Deployment> + Clone,
+) -> Vec<String> {
+    wanted
+        .iter()
+        .filter_map(|(component, want)| {
+            let d = deployments.clone().find(|d| {
+                d.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.match_labels.as_ref())
+                    .and_then(|l| l.get(SELECTOR_LABEL))
+                    == Some(component)
+            })?;
+            let generation = d.metadata.generation.unwrap_or_default();
+            let status = d.status.clone().unwrap_or_default();
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) as i64;
+            let updated = status.updated_replicas.unwrap_or_default() as i64;
+            let total = status.replicas.unwrap_or_default() as i64;
+            let available = status.available_replicas.unwrap_or_default() as i64;
+            let why = if status.observed_generation.unwrap_or_default() < generation {
+                format!("generation {generation} not yet observed")
+            } else if updated < replicas.max(*want) {
+                format!("{updated} of {replicas} pods run the current revision")
+            } else if total > updated {
+                format!("{} pods of an old revision left", total - updated)
+            } else if available < updated {
+                format!("{available} of {updated} updated pods available")
+            } else {
+                return None;
+            };
+            Some(format!("{component}: rolling out: {why}"))
+        })
+        .collect()
+}
+
+/// How long each component's newest pod took from its creation to be scheduled, to have its
+/// containers started and to turn Ready, one line per component (seconds, from the pod's
+/// `creationTimestamp`, its `PodScheduled` and `Ready` conditions and its containers' `startedAt`).
+pub fn phase_timings<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<String> {
+    let mut newest: std::collections::BTreeMap<String, &Pod> = Default::default();
+    for p in pods.filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        let Some(component) = p.labels().get(SELECTOR_LABEL) else {
+            continue;
+        };
+        let created = |p: &Pod| p.metadata.creation_timestamp.clone().map(|t| t.0);
+        if newest
+            .get(component)
+            .is_none_or(|held| created(held) < created(p))
+        {
+            newest.insert(component.clone(), p);
+        }
+    }
+    newest
+        .into_iter()
+        .filter_map(|(component, p)| {
+            let created = p.metadata.creation_timestamp.as_ref()?.0;
+            let status = p.status.as_ref()?;
+            let after = |t: k8s_openapi::jiff::Timestamp| {
+                format!(
+                    "{:.1} s",
+                    (t - created)
+                        .total(k8s_openapi::jiff::Unit::Second)
+                        .unwrap_or(0.0)
+                )
+            };
+            let condition = |type_: &str| {
+                status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == type_ && c.status == "True")
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|t| after(t.0))
+            };
+            let started = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                .map(|t| t.0)
+                .max()
+                .map(after);
+            let or_not = |v: Option<String>| v.unwrap_or_else(|| "not yet".into());
+            Some(format!(
+                "{component}: scheduled {}, started {}, Ready {} after creation",
+                or_not(condition("PodScheduled")),
+                or_not(started),
+                or_not(condition("Ready"))
+            ))
+        })
+        .collect()
+}
+
 /// Waits (watching the pods) until every component has as many Ready pods as the graph's spec
 /// asks: the graph's status can trail a change of its spec (workers brought back from a park).
 async fn pods_ready(
@@ -310,6 +411,12 @@ async fn pods_ready(
         ),
     )
     .default_backoff();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let (rollouts, rollouts_writer) = reflector::store();
+    let rollout_stream = reflector(rollouts_writer, watcher(deployments, Default::default()))
+        .default_backoff()
+        .map(|e| e.map(|_| ()));
+    let stream = futures::stream::select(stream.map(|e| e.map(|_| ())), rollout_stream);
     let mut stream = std::pin::pin!(stream);
     let mut short = vec!["no pods listed yet".to_string()];
     let waited = tokio::time::timeout(config.ready_timeout, async {
@@ -319,6 +426,11 @@ async fn pods_ready(
             }
             let state = reader.state();
             short = short_of_replicas(wanted, state.iter().map(|p| p.as_ref()));
+            let listed = rollouts.state();
+            short.extend(rollouts_unfinished(
+                wanted,
+                listed.iter().map(|d| d.as_ref()),
+            ));
             if short.is_empty() {
                 return;
             }
@@ -329,7 +441,7 @@ async fn pods_ready(
         Ok(()) if short.is_empty() => Ok(()),
         _ => Err(K8sError::Timeout {
             what: format!("the pods of DynamoGraphDeployment {ns}/{GRAPH}"),
-            condition: "as many Ready as the graph asks".into(),
+            condition: "as many Ready as the graph asks, each Deployment rolled out".into(),
             waited: config.ready_timeout,
             last_seen: short.join("; "),
         }),
@@ -422,6 +534,16 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             pods_ready(&cluster.client, ns, config, &desired_replicas(&graph.spec))
                 .await
                 .map_err(&fail)?;
+            let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+            if let Ok(list) = pods
+                .list(&ListParams::default().labels(crate::operator::component::TYPE_LABEL))
+                .await
+            {
+                notes.push(format!(
+                    "phases of the newest pods: {}",
+                    phase_timings(list.items.iter()).join("; ")
+                ));
+            }
             Ok(notes)
         }
         Err(K8sError::Timeout {
@@ -545,6 +667,85 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(args.contains("--model my/model"), "{args}");
+    }
+
+    #[test]
+    fn phases_are_timed_from_each_components_newest_pod() {
+        let pod = |name: &str, created: &str, ready: Option<&str>| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": name, "creationTimestamp": created,
+                              "labels": { SELECTOR_LABEL: "g-decode" } },
+                "status": {
+                    "conditions": [
+                        { "type": "PodScheduled", "status": "True", "lastTransitionTime": created },
+                        { "type": "Ready", "status": if ready.is_some() { "True" } else { "False" },
+                          "lastTransitionTime": ready.unwrap_or(created) },
+                    ],
+                    "containerStatuses": [{ "name": "main", "ready": ready.is_some(), "restartCount": 0,
+                        "image": "i", "imageID": "",
+                        "state": { "running": { "startedAt": "2026-12-01T06:00:02Z" } } }],
+                },
+            }))
+            .unwrap()
+        };
+        let old = pod("old", "2026-11-30T06:00:00Z", Some("2026-11-30T06:01:00Z"));
+        let new = pod(
+            "new",
+            "2026-12-01T06:00:00Z",
+            Some("2026-12-01T06:01:01.500Z"),
+        );
+        assert_eq!(
+            phase_timings([&old, &new].into_iter()),
+            ["g-decode: scheduled 0.0 s, started 2.0 s, Ready 61.5 s after creation"]
+        );
+        let pending = pod("p", "2026-12-01T06:00:00Z", None);
+        assert_eq!(
+            phase_timings(std::iter::once(&pending)),
+            ["g-decode: scheduled 0.0 s, started 2.0 s, Ready not yet after creation"]
+        );
+    }
+
+    #[test]
+    fn a_rollout_under_way_is_not_ready_by_kubectl_rollout_status_rules() {
+        let deployment = |generation: i64, status: Value| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "g-decode", "generation": generation },
+                "spec": {
+                    "replicas": 1,
+                    "selector": { "matchLabels": { SELECTOR_LABEL: "g-decode" } },
+                    "template": {},
+                },
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let wanted = [("g-decode".to_string(), 1)];
+        let judge = |d: &Deployment| rollouts_unfinished(&wanted, std::iter::once(d));
+        let done = serde_json::json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
+        assert!(judge(&deployment(2, done.clone())).is_empty());
+        assert_eq!(
+            judge(&deployment(3, done)),
+            ["g-decode: rolling out: generation 3 not yet observed"]
+        );
+        assert_eq!(
+            judge(&deployment(
+                2,
+                serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1})
+            )),
+            ["g-decode: rolling out: 1 pods of an old revision left"]
+        );
+        assert_eq!(
+            judge(&deployment(
+                2,
+                serde_json::json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1})
+            )),
+            ["g-decode: rolling out: 0 of 1 pods run the current revision"]
+        );
+        let other = [("g-frontend".to_string(), 1)];
+        assert!(
+            rollouts_unfinished(&other, std::iter::once(&deployment(3, Value::Null))).is_empty(),
+            "a component without a Deployment is not judged here"
+        );
     }
 
     #[test]
