@@ -60,15 +60,23 @@ impl CriLog {
         }
     }
 
-    /// The last `n` lines' texts, for messages.
+    /// The last `n` lines' texts, for messages, joined by ` | `.
     pub fn tail(&self, n: usize) -> String {
+        self.tail_lines(n).join(" | ")
+    }
+
+    /// The last `n` non-empty lines' texts (CRI prefixes removed), oldest first.
+    pub fn tail_lines(&self, n: usize) -> Vec<String> {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let lines: Vec<&str> = text
             .lines()
             .filter_map(|l| l.splitn(4, ' ').nth(3))
             .filter(|l| !l.trim().is_empty())
             .collect();
-        lines[lines.len().saturating_sub(n)..].join(" | ")
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
     }
 }
 

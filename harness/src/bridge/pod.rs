@@ -694,16 +694,17 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
             .map(|s| s.to_string())
             .unwrap_or_else(|e| e.to_string());
         let tail = log.tail(3);
+        // The kubelet's termination message: the end of the process's own log.
+        let ended = kubelet::Termination {
+            exit_code,
+            message: log.tail_lines(20).join("\n"),
+            started_at: started_at.clone(),
+            finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+        };
         log.note(&format!(
             "process exited ({code}); restarting in {backoff:?}"
         ));
         last_exit = Some(format!("{code} at {}", k8s_openapi::jiff::Timestamp::now()));
-        let ended = kubelet::Termination {
-            exit_code,
-            message: log.tail(20),
-            started_at: started_at.clone(),
-            finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
-        };
         // The status first: once Ready is False, kwok's unready stage leaves it as written.
         let (status, annotations) =
             kubelet::crash_loop(&pod, &container, restarts + 1, backoff, &ended);
