@@ -749,3 +749,26 @@ fn workers_that_cannot_reach_nats_crash_loop_naming_nats_or_etcd_unreachable() {
     );
     healed("guide::graph::ready");
 }
+
+#[test]
+fn a_cluster_without_a_default_storage_class_is_diagnosed_by_name() {
+    let config = config();
+    healed("guide::storage::default_storage_class");
+    kubectl(
+        &config,
+        &[
+            "annotate",
+            "storageclass",
+            "local-path",
+            "storageclass.kubernetes.io/is-default-class=false",
+            "--overwrite",
+        ],
+    );
+    fails_naming(
+        "guide::storage::default_storage_class",
+        "no-default-storage-class",
+        &["no default StorageClass (classes: local-path)"],
+    );
+    // The storage stage applies the guide's class again, its default annotation with it.
+    healed("guide::storage::default_storage_class");
+}
