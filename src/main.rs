@@ -408,6 +408,15 @@ fn on_interrupt(config: Config, keep: Keep) {
                 _ = term.recv() => {}
             }
             let id = harness::ledger::current().map(|r| r.id.clone()).unwrap_or_default();
+            let evidence_config = config.clone();
+            let evidence = tokio::task::spawn_blocking(move || {
+                harness::suite::run_evidence(&evidence_config, "interrupted (Ctrl-C or SIGTERM)")
+            });
+            if let Ok(Ok(Some(line))) =
+                tokio::time::timeout(std::time::Duration::from_secs(60), evidence).await
+            {
+                eprintln!("dynamo-conformance: {line}");
+            }
             if keep == Keep::Always {
                 eprintln!("dynamo-conformance: interrupted; run {id} keeps what it created (--keep always)");
             } else {
@@ -548,6 +557,16 @@ fn run(args: RunArgs) -> ExitCode {
         })
         .collect();
     let results = report::complete(&listed, &recorded);
+    let tally = report::tally(&results);
+    if let Some(line) = suite::run_evidence(
+        &config,
+        &format!(
+            "the run ended: {} passed, {} failed, {} skipped, {} known failures",
+            tally.passed, tally.failed, tally.skipped, tally.known
+        ),
+    ) {
+        println!("{line}");
+    }
     print!("\n{}", report::table(&results, provenance.as_deref()));
     match report::write_json(&config, &results, provenance.as_deref()) {
         Ok(path) => println!("report: {}", path.display()),

@@ -82,6 +82,10 @@ pub struct Bundle {
     pub evidence: Evidence,
 }
 
+/// The name of the run's own bundle (`evidence/run`), written once per run, passed or not, and on
+/// Ctrl-C or SIGTERM before cleanup.
+pub const RUN: &str = "run";
+
 /// The bundle directory of `case` under `report_dir`: `evidence/` and the case's name with `::`
 /// as `.` (`evidence/guide.api.completion`).
 pub fn dir_of(report_dir: &Path, case: &str) -> PathBuf {

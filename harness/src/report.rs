@@ -120,6 +120,8 @@ pub fn write_json(
         })
         .collect();
     let t = tally(results);
+    let run = crate::evidence::dir_of(dir, crate::evidence::RUN);
+    let run_bundle = run.is_dir().then(|| run.display().to_string());
     let report = json!({
         "provider": config.provider.as_str(),
         "dynamo_version": config.dynamo_version.as_str(),
@@ -128,6 +130,7 @@ pub fn write_json(
         "provenance": provenance,
         "cases": cases,
         "passed": t.passed, "failed": t.failed, "skipped": t.skipped, "known_failures": t.known,
+        "evidence": run_bundle,
     });
     let path = dir.join("report.json");
     std::fs::write(

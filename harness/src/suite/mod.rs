@@ -438,6 +438,23 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
     }
 }
 
+/// Writes the run's own bundle (`evidence/run`: the namespace's objects, events, logs, Helm
+/// values and versions as the run leaves them, `why` as its message) once a cluster was reached;
+/// returns the line that says where it is, or why it could not be written.
+pub fn run_evidence(config: &Config, why: &str) -> Option<String> {
+    cluster::current()?;
+    let runtime = runtime().ok()?;
+    let line = runtime.block_on(with_evidence(
+        crate::evidence::RUN,
+        config,
+        why.to_string(),
+        &[],
+    ));
+    line.lines()
+        .find(|l| l.starts_with("evidence: "))
+        .map(|l| l.replacen("evidence: ", "evidence of the run: ", 1))
+}
+
 /// The failure message followed by its bundle's place and the catalog's verdict.
 async fn with_evidence(
     name: &str,
