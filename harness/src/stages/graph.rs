@@ -515,25 +515,29 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
             notes.push(format!("brought back the parked graph ({parked})"));
         }
     }
-    let waited = wait::until(
-        &cluster.client,
-        wait::Wait {
-            api,
-            name: GRAPH,
-            namespace: Some(ns),
-            condition: "ready",
-            timeout: config.ready_timeout,
-        },
-        |g: Option<&DynamoGraphDeployment>| is_ready(g),
-        describe,
-    )
-    .await;
+    let graph_ready = || {
+        wait::until(
+            &cluster.client,
+            wait::Wait {
+                api: api.clone(),
+                name: GRAPH,
+                namespace: Some(ns),
+                condition: "ready",
+                timeout: config.ready_timeout,
+            },
+            |g: Option<&DynamoGraphDeployment>| is_ready(g),
+            describe,
+        )
+    };
+    let waited = graph_ready().await;
     match waited {
         Ok(graph) => {
-            // The graph's status trails its pods: the pods themselves must be Ready too.
+            // The graph's status trails its pods: the pods themselves must be Ready too, and then
+            // the graph again (a status written before a pod failed can still say ready).
             pods_ready(&cluster.client, ns, config, &desired_replicas(&graph.spec))
                 .await
                 .map_err(&fail)?;
+            graph_ready().await.map_err(&fail)?;
             let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
             if let Ok(list) = pods
                 .list(&ListParams::default().labels(crate::operator::component::TYPE_LABEL))
