@@ -471,6 +471,22 @@ impl Drop for Withdrawn {
     }
 }
 
+/// Deletes the pods of `selector` in the graph's namespace; their controller makes new ones.
+fn delete_pods(config: &Config, selector: &str) {
+    kubectl(
+        config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "delete",
+            "pod",
+            "-l",
+            selector,
+            "--wait=false",
+        ],
+    );
+}
+
 /// Polls (bounded) until a pod matching `selector` has a container waiting for one of `reasons`.
 fn await_waiting(config: &Config, selector: &str, reasons: &[&str]) {
     let started = Instant::now();
@@ -610,18 +626,7 @@ fn a_kube_rbac_proxy_image_withdrawn_leaves_the_operator_one_of_two_naming_its_d
     let image = "gcr.io/kubebuilder/kube-rbac-proxy:v0.15.0";
     let withdrawn = Withdrawn::new(&config, image);
     let selector = "control-plane=controller-manager";
-    kubectl(
-        &config,
-        &[
-            "-n",
-            "dynamo-cloud",
-            "delete",
-            "pod",
-            "-l",
-            selector,
-            "--wait=false",
-        ],
-    );
+    delete_pods(&config, selector);
     await_waiting(&config, selector, &["ErrImagePull", "ImagePullBackOff"]);
     fails_naming(
         "guide::platform::operator_available",
@@ -641,18 +646,7 @@ fn a_missing_hf_token_secret_fails_the_graph_naming_its_diagnosis() {
         &["-n", "dynamo-cloud", "delete", "secret", "hf-token-secret"],
     );
     let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
-    kubectl(
-        &config,
-        &[
-            "-n",
-            "dynamo-cloud",
-            "delete",
-            "pod",
-            "-l",
-            selector,
-            "--wait=false",
-        ],
-    );
+    delete_pods(&config, selector);
     await_waiting(&config, selector, &["CreateContainerConfigError"]);
     fails_naming(
         "guide::graph::component_pods",
@@ -728,18 +722,7 @@ fn workers_that_cannot_reach_nats_crash_loop_naming_nats_or_etcd_unreachable() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
-    kubectl(
-        &config,
-        &[
-            "-n",
-            "dynamo-cloud",
-            "delete",
-            "pod",
-            "-l",
-            selector,
-            "--wait=false",
-        ],
-    );
+    delete_pods(&config, selector);
     await_waiting(&config, selector, &["CrashLoopBackOff"]);
     fails_naming(
         "guide::graph::component_pods",
@@ -759,18 +742,7 @@ fn workers_that_cannot_reach_nats_crash_loop_naming_nats_or_etcd_unreachable() {
             "--timeout=120s",
         ],
     );
-    kubectl(
-        &config,
-        &[
-            "-n",
-            "dynamo-cloud",
-            "delete",
-            "pod",
-            "-l",
-            selector,
-            "--wait=false",
-        ],
-    );
+    delete_pods(&config, selector);
     healed("guide::graph::ready");
 }
 

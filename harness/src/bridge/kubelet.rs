@@ -327,17 +327,8 @@ pub fn restarted(
 
 /// The pods kwok has not started, scheduled and not going away.
 fn to_create(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .is_some()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_ref())
-            .is_none()
+    super::scheduled(pod)
+        && !super::started(pod)
         && pod
             .annotations()
             .get(CONTAINERS_ANNOTATION)
@@ -385,6 +376,44 @@ impl KeysOf for ConfigMap {
     }
 }
 
+/// A recorder of events as the kubelet reports them.
+pub fn recorder(client: &Client) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubelet".into(),
+            instance: Some("dynamo-conformance-agent".into()),
+        },
+    )
+}
+
+/// Records a kubelet `Warning` about `container` of `pod` (`reason` in the kubelet's words:
+/// `Failed`, `BackOff`); a failure to record is printed, not returned.
+pub async fn warn(
+    recorder: &Recorder,
+    pod: &Pod,
+    container: &str,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
+    let mut reference = pod.object_ref(&());
+    reference.field_path = Some(format!("spec.containers{{{container}}}"));
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        eprintln!(
+            "kubelet: cannot record an event for pod {}: {e}",
+            pod.name_any()
+        );
+    }
+}
+
 /// Checks one pod and lets kwok start it or records why it waits.
 async fn create(
     client: &Client,
@@ -422,43 +451,26 @@ async fn create(
     )
     .await?;
     for b in &blocked {
-        let mut reference = pod.object_ref(&());
-        reference.field_path = Some(format!("spec.containers{{{}}}", b.container));
         let (reason, note, action) = match b.reason {
             "ErrImagePull" => (
                 "Failed",
-                format!("Failed to pull image: {}", b.message),
+                format!(
+                    "Failed to pull image \"{}\": rpc error: code = NotFound desc = {}",
+                    b.image, b.message
+                ),
                 "Pulling",
             ),
             "ImagePullBackOff" => ("BackOff", b.message.clone(), "Pulling"),
             _ => ("Failed", format!("Error: {}", b.message), "Creating"),
         };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            eprintln!(
-                "kubelet: cannot record an event for pod {}: {e}",
-                pod.name_any()
-            );
-        }
+        warn(recorder, pod, &b.container, reason, note, action).await;
     }
     Ok(false)
 }
 
 /// Runs the kubelet's pre-start steps for every pod on kwok's nodes, for as long as it is polled.
 pub async fn run(client: Client, bridge_dir: PathBuf) {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kubelet".into(),
-            instance: Some("dynamo-conformance-agent".into()),
-        },
-    );
+    let recorder = recorder(&client);
     let (store, writer) = reflector::store();
     let (changed, mut on_change) = watch::channel(());
     let events = reflector(

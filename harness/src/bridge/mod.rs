@@ -238,19 +238,27 @@ pub async fn mark_all_unready(client: &Client, why: &str) {
     }
 }
 
-/// Whether kwok has started the pod (it has an IP) and it is not going away.
-fn runnable(pod: &Pod) -> bool {
+/// Whether the pod is on a node and not going away.
+pub(crate) fn scheduled(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
             .spec
             .as_ref()
             .and_then(|s| s.node_name.as_ref())
             .is_some()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_ref())
-            .is_some()
+}
+
+/// Whether kwok has started the pod: it has an IP.
+pub(crate) fn started(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .is_some()
+}
+
+/// Whether kwok has started the pod and it is not going away.
+fn runnable(pod: &Pod) -> bool {
+    scheduled(pod) && started(pod)
 }
 
 /// Runs the bridge until `shutdown` turns true, then stops every process gracefully (SIGTERM, so

@@ -34,22 +34,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(80);
 const ORDER_WAIT: Duration = Duration::from_secs(180);
 
 async fn annotate(shared: &Shared, pod: &Pod, ready: bool, status: &str) {
-    let api: Api<Pod> =
-        Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
     let patch = json!({ "metadata": { "annotations": {
         READY_ANNOTATION: ready.to_string(),
         STATUS_ANNOTATION: crate::openai::check::excerpt(status, 300),
     } } });
-    if let Err(e) = api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        eprintln!("bridge: cannot annotate pod {}: {e}", pod.name_any());
-    }
+    patch_annotations(shared, pod, patch).await;
 }
 
 async fn patch_status(shared: &Shared, pod: &Pod, status: serde_json::Value) {
@@ -87,35 +76,14 @@ async fn patch_annotations(shared: &Shared, pod: &Pod, patch: serde_json::Value)
 
 /// The kubelet's `BackOff` warning for a container that keeps exiting.
 async fn back_off_event(shared: &Shared, pod: &Pod, container: &str) {
-    use kube::Resource as _;
-    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-    let recorder = Recorder::new(
-        shared.client.clone(),
-        Reporter {
-            controller: "kubelet".into(),
-            instance: Some("dynamo-conformance-agent".into()),
-        },
+    let note = format!(
+        "Back-off restarting failed container {container} in pod {}_{}({})",
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid().unwrap_or_default()
     );
-    let mut reference = pod.object_ref(&());
-    reference.field_path = Some(format!("spec.containers{{{container}}}"));
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "BackOff".into(),
-        note: Some(format!(
-            "Back-off restarting failed container {container} in pod {}_{}({})",
-            pod.name_any(),
-            pod.namespace().unwrap_or_default(),
-            pod.uid().unwrap_or_default()
-        )),
-        action: "Restarting".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &reference).await {
-        eprintln!(
-            "bridge: cannot record an event for pod {}: {e}",
-            pod.name_any()
-        );
-    }
+    let recorder = kubelet::recorder(&shared.client);
+    kubelet::warn(&recorder, pod, container, "BackOff", note, "Restarting").await;
 }
 
 /// The literal value of `var` in the pod's first container.
