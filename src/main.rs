@@ -95,9 +95,22 @@ enum LocalCommand {
     Down(ConfigArgs),
     /// Show the local control plane.
     Status(ConfigArgs),
+    /// Withdraw an image from the local registry, as images disappear upstream: pods that need it
+    /// and have not started wait in ErrImagePull/ImagePullBackOff.
+    Withdraw(ImageArgs),
+    /// Publish a withdrawn image again (waiting pods start at their next try, within 10 s).
+    Restore(ImageArgs),
     /// Run the operator stand-in and the bridge for the local cluster (started by `up`).
     #[command(hide = true)]
     Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImageArgs {
+    /// The image reference as pods name it (`bitnami/etcd:3.5.18-debian-12-r5`).
+    image: String,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -786,6 +799,8 @@ fn local_command(command: LocalCommand) -> ExitCode {
     use harness::cluster::{agent, local};
     let args = match &command {
         LocalCommand::Up(args) | LocalCommand::Down(args) | LocalCommand::Status(args) => args,
+        LocalCommand::Withdraw(ImageArgs { config, .. })
+        | LocalCommand::Restore(ImageArgs { config, .. }) => config,
         LocalCommand::Agent(args) => {
             return match agent::serve(&args.cache_dir, &args.kubeconfig) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -861,6 +876,36 @@ fn local_command(command: LocalCommand) -> ExitCode {
             }
             Err(e) => fail(exit::ENVIRONMENT, e),
         },
+        LocalCommand::Withdraw(ImageArgs { ref image, .. })
+        | LocalCommand::Restore(ImageArgs { ref image, .. }) => {
+            use harness::bridge::kubelet;
+            let dir = agent::dir(&config.cache_dir);
+            let withdrawing = matches!(command, LocalCommand::Withdraw(_));
+            let done = if withdrawing {
+                kubelet::withdraw(&dir, image)
+            } else {
+                kubelet::restore(&dir, image)
+            };
+            match done {
+                Ok(()) => {
+                    let left = kubelet::withdrawn(&dir);
+                    println!(
+                        "{} {image}; withdrawn from the local registry: {}",
+                        if withdrawing { "withdrew" } else { "restored" },
+                        if left.is_empty() {
+                            "none".to_string()
+                        } else {
+                            left.into_iter().collect::<Vec<_>>().join(", ")
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(
+                    exit::ENVIRONMENT,
+                    format!("{}: {e}", kubelet::withdrawn_path(&dir).display()),
+                ),
+            }
+        }
         LocalCommand::Agent(_) => unreachable!("handled above"),
     }
 }

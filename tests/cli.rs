@@ -481,3 +481,31 @@ fn the_kind_provider_lists_the_gpu_gate_before_the_guide() {
         "{names:?}"
     );
 }
+
+#[test]
+fn local_withdraw_and_restore_keep_the_registry_list_and_say_what_is_withdrawn() {
+    let cache = tempfile::tempdir().expect("a cache directory");
+    let dir = cache.path().to_str().expect("a UTF-8 path");
+    let image = "bitnami/etcd:3.5.18-debian-12-r5";
+    let out = conformance(&["local", "withdraw", image, "--cache-dir", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_prints(
+        &out,
+        &format!("withdrew {image}; withdrawn from the local registry: {image}"),
+    );
+    let listed = std::fs::read_to_string(cache.path().join("agent/registry/withdrawn"))
+        .expect("the registry's list");
+    assert_eq!(listed, format!("{image}\n"));
+    let out = conformance(&[
+        "local",
+        "restore",
+        &format!("docker.io/{image}"),
+        "--cache-dir",
+        dir,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_prints(
+        &out,
+        &format!("restored docker.io/{image}; withdrawn from the local registry: none"),
+    );
+}
