@@ -250,7 +250,7 @@ pub struct Termination {
     pub exit_code: i32,
     /// The last lines of its log, the kubelet's termination message.
     pub message: String,
-    /// When it started and ended, RFC 3339.
+    /// When it started, RFC 3339.
     pub started_at: String,
     /// When it ended, RFC 3339.
     pub finished_at: String,
