@@ -460,10 +460,26 @@ fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// The operator image's `/manager`: the stand-in operator in its pod.
 fn manager() -> ExitCode {
     use harness::operator::manager;
+    let release = harness::operator::release_of(None);
+    if let Some(flags) = release.profile().operator_flags {
+        let given: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(name) = manager::undefined_flag(&flags, &given) {
+            // Go's flag package: the undefined flag, the usage, exit 2.
+            eprintln!("flag provided but not defined: -{name}");
+            eprint!("{}", manager::usage(&flags));
+            return ExitCode::from(2);
+        }
+    }
     let args = match <manager::ManagerArgs as clap::Parser>::try_parse() {
         Ok(args) => args,
         Err(e) => return fail(exit::BAD_INPUT, e.to_string().lines().next().unwrap_or("")),
     };
+    if std::env::var_os(manager::FLAGS_ONLY_ENV).is_some() {
+        eprintln!(
+            "manager: the flags of the Dynamo {release} operator hold (the controllers run in the local provider's agent)"
+        );
+        return ExitCode::SUCCESS;
+    }
     let runtime = match multi_thread_runtime() {
         Ok(r) => r,
         Err(code) => return code,

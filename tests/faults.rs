@@ -454,20 +454,23 @@ fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() 
 /// Restores a withdrawn image when dropped, so a failing test leaves the registry whole.
 struct Withdrawn {
     dir: PathBuf,
-    image: &'static str,
+    image: String,
 }
 
 impl Withdrawn {
-    fn new(config: &Config, image: &'static str) -> Withdrawn {
+    fn new(config: &Config, image: &str) -> Withdrawn {
         let dir = harness::cluster::agent::dir(&config.cache_dir);
         harness::bridge::kubelet::withdraw(&dir, image).expect("the image is withdrawn");
-        Withdrawn { dir, image }
+        Withdrawn {
+            dir,
+            image: image.to_string(),
+        }
     }
 }
 
 impl Drop for Withdrawn {
     fn drop(&mut self) {
-        let _ = harness::bridge::kubelet::restore(&self.dir, self.image);
+        let _ = harness::bridge::kubelet::restore(&self.dir, &self.image);
     }
 }
 
@@ -767,4 +770,318 @@ fn a_cluster_without_a_default_storage_class_is_diagnosed_by_name() {
     );
     // The storage stage applies the guide's class again, its default annotation with it.
     healed("guide::storage::default_storage_class");
+}
+
+const GRAPH: &str = "dynamographdeployment/vllm-v1-disagg-router";
+
+/// The main image of `service` in the graph as it stands.
+fn service_image(config: &Config, service: &str) -> String {
+    let image = kubectl(
+        config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "get",
+            GRAPH,
+            "-o",
+            &format!("jsonpath={{.spec.services.{service}.extraPodSpec.mainContainer.image}}"),
+        ],
+    );
+    assert!(!image.is_empty(), "the graph names no image for {service}");
+    image
+}
+
+/// Changes `service`'s main image in the graph, as an upgrade of one component does.
+fn set_service_image(config: &Config, service: &str, image: &str) {
+    let patch = serde_json::json!({"spec": {"services": {service: {
+        "extraPodSpec": {"mainContainer": {"image": image}}
+    }}}});
+    kubectl(
+        config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "patch",
+            GRAPH,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+    );
+}
+
+/// Polls (bounded by `within`) until an event of the graph's namespace with `reason` says `part`.
+fn await_event(config: &Config, reason: &str, part: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let seen = kubectl(
+            config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "get",
+                "events",
+                "--field-selector",
+                &format!("reason={reason}"),
+                "-o",
+                "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+            ],
+        );
+        if seen.contains(part) {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "no {reason} event said {part:?} within {within:?}; last seen:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_frontend_image_without_jq_fails_its_readiness_probe_naming_frontend_probe_needs_jq() {
+    let config = config();
+    healed("guide::graph::ready");
+    let image = service_image(&config, "Frontend");
+    set_service_image(&config, "Frontend", &format!("{image}-nojq"));
+    // The guide's probe starts after its initial delay of 60 s.
+    await_event(
+        &config,
+        "Unhealthy",
+        "jq: not found",
+        Duration::from_secs(180),
+    );
+    fails_naming(
+        "guide::graph::ready",
+        "frontend-probe-needs-jq",
+        &["Readiness probe failed: /bin/sh: 1: jq: not found"],
+    );
+    healed("guide::graph::ready");
+}
+
+#[test]
+fn a_rollout_stuck_behind_a_ready_old_pod_is_not_ready_naming_ready_while_rolling_out() {
+    let config = config();
+    healed("guide::graph::ready");
+    let image = format!("{}-unpublished", service_image(&config, "VllmDecodeWorker"));
+    let withdrawn = Withdrawn::new(&config, &image);
+    set_service_image(&config, "VllmDecodeWorker", &image);
+    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    await_waiting(&config, selector, &["ErrImagePull", "ImagePullBackOff"]);
+    // The old pod still serves: the operator (stand-in, by 0.4.1's rule) calls the graph ready.
+    let state = kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "get",
+            GRAPH,
+            "-o",
+            "jsonpath={.status.state}",
+        ],
+    );
+    println!("the graph's state mid-rollout: {state}");
+    fails_naming(
+        "guide::graph::ready",
+        "ready-while-rolling-out",
+        &[
+            "while a rollout is under way",
+            "pods of an old revision left",
+            &image,
+        ],
+    );
+    drop(withdrawn);
+    healed("guide::graph::ready");
+}
+
+/// Stops (SIGSTOP) every process the bridge starts for a component, for as long as it lives: the
+/// worker hangs, as one does under a load it cannot serve.
+struct Hung {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<u32>>>,
+}
+
+impl Hung {
+    fn new(agent_dir: PathBuf, component: &'static str) -> Hung {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut stopped = None;
+            while !stop.load(Ordering::Relaxed) {
+                let (_, pid) = process_of(&agent_dir, component);
+                if stopped != Some(pid) {
+                    // SAFETY: a plain signal to the worker process the bridge started.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+                    println!("hung {component}: pid {pid} stopped");
+                    stopped = Some(pid);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stopped
+        });
+        Hung {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Hung {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(Some(pid)) = self.thread.take().and_then(|t| t.join().ok()) {
+            // SAFETY: a plain signal to the process this guard stopped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        }
+    }
+}
+
+#[test]
+fn a_hung_worker_restarted_by_its_liveness_probe_is_named_liveness_fails_under_load() {
+    let config = config();
+    healed("guide::graph::ready");
+    let agent_dir = harness::cluster::agent::dir(&config.cache_dir);
+    let hung = Hung::new(agent_dir, "vllmdecodeworker");
+    // The guide's worker probe: /live every 5 s, 30 s to answer, one failure restarts.
+    await_event(
+        &config,
+        "Unhealthy",
+        "Liveness probe failed",
+        Duration::from_secs(120),
+    );
+    await_event(
+        &config,
+        "Killing",
+        "failed liveness probe, will be restarted",
+        Duration::from_secs(60),
+    );
+    fails_naming(
+        "guide::graph::component_pods",
+        "liveness-fails-under-load",
+        &["VllmDecodeWorker: 0/1 pods Ready", "last exit 137"],
+    );
+    drop(hung);
+    healed("guide::graph::ready");
+}
+
+/// Rolls the operator Deployment back to its previous revision when dropped.
+struct RolledBack<'a> {
+    config: &'a Config,
+}
+
+impl Drop for RolledBack<'_> {
+    fn drop(&mut self) {
+        kubectl(
+            self.config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "rollout",
+                "undo",
+                "deployment/dynamo-platform-dynamo-operator-controller-manager",
+            ],
+        );
+    }
+}
+
+#[test]
+fn an_operator_given_a_newer_charts_flag_crash_loops_naming_operator_chart_skew() {
+    let config = config();
+    let profile = config.dynamo_version.profile();
+    if !release_has(
+        &config,
+        "operator flags read from its source at its tag",
+        profile.operator_flags.is_some(),
+    ) {
+        return;
+    }
+    healed("guide::platform::operator_available");
+    let manager = profile
+        .operator_containers
+        .iter()
+        .position(|c| *c == "manager")
+        .expect("the operator pod has a manager container");
+    // The 1.x chart's flag, given to this release's operator image.
+    let patch = serde_json::json!([{
+        "op": "add",
+        "path": format!("/spec/template/spec/containers/{manager}/args/-"),
+        "value": "--config=/etc/dynamo-operator/config.yaml",
+    }]);
+    let rolled_back = RolledBack { config: &config };
+    kubectl(
+        &config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "patch",
+            "deployment/dynamo-platform-dynamo-operator-controller-manager",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ],
+    );
+    await_waiting(
+        &config,
+        "control-plane=controller-manager",
+        &["CrashLoopBackOff"],
+    );
+    fails_naming(
+        "guide::platform::operator_available",
+        "operator-chart-skew",
+        &[
+            "has not finished rolling out",
+            "flag provided but not defined: -config",
+        ],
+    );
+    drop(rolled_back);
+    healed("guide::platform::operator_available");
+}
+
+#[test]
+fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch() {
+    let config = config();
+    // 0.4.1's frontend has no --namespace: it serves every Dynamo namespace's models.
+    let scoped =
+        config.dynamo_version.profile().discovery != harness::profile::Discovery::EtcdAndNats;
+    if !release_has(&config, "frontend scoped to its Dynamo namespace", scoped) {
+        return;
+    }
+    healed("guide::graph::ready");
+    for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
+        let patch = serde_json::json!({"spec": {"services": {service: {"extraPodSpec": {
+            "mainContainer": {"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}
+        }}}}});
+        kubectl(
+            &config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "patch",
+                GRAPH,
+                "--type=merge",
+                "-p",
+                &patch.to_string(),
+            ],
+        );
+    }
+    for component in ["vllmdecodeworker", "vllmprefillworker"] {
+        kubectl(
+            &config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "rollout",
+                "status",
+                &format!("deployment/vllm-v1-disagg-router-{component}"),
+                "--timeout=180s",
+            ],
+        );
+    }
+    fails_naming(
+        "guide::graph::ready",
+        "discovery-mismatch",
+        &["/v1/models does not list", "observed []"],
+    );
+    healed("guide::graph::ready");
 }

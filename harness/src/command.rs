@@ -1,6 +1,7 @@
 //! External programs run to completion: bounded, both pipes drained, progress shown, failures with the output's tail.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,16 @@ pub fn run(command: &mut Command, what: &str, bounds: Bounds) -> Result<String, 
         what: what.to_string(),
         detail,
     };
+    // A run killed mid-step (SIGKILL included) takes the step with it: no helm or build of a
+    // dead run goes on changing the cluster or the cache. The thread blocks here until the child
+    // ends, so only the process's death sends the signal.
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

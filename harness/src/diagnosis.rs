@@ -203,7 +203,10 @@ pub const CATALOG: &[Diagnosis] = &[
     },
     Diagnosis {
         name: "ready-while-rolling-out",
-        symptoms: &[Symptom::Message(&["as many Ready as the graph asks"])],
+        symptoms: &[
+            Symptom::Message(&["as many Ready as the graph asks"]),
+            Symptom::Message(&["while a rollout is under way"]),
+        ],
         hint: "the graph's status says ready while its components have fewer Ready pods than asked (a rollout or scale still under way): readiness must also count the pods",
         reference: "ai-dynamo/dynamo#3567",
     },

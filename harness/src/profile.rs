@@ -104,6 +104,9 @@ pub struct Profile {
     pub frontend_health: FrontendHealth,
     /// The operator pod's containers, in order.
     pub operator_containers: &'static [&'static str],
+    /// The command-line flags the release's operator (`/manager`) defines, where they were read
+    /// from its source at the release's tag; `None` where not.
+    pub operator_flags: Option<OperatorFlags>,
     /// Whether the platform chart runs etcd by default.
     pub platform_etcd: bool,
     /// Whether the release's mocker can run a real prefill/decode pair whose
@@ -123,6 +126,50 @@ pub struct Profile {
     /// optional), the source of that fact; a 4xx for it then passes, noted.
     pub engine_requires_max_tokens: Option<&'static str>,
 }
+
+/// The flags an operator binary defines (Go's `flag` package: `-name value`, `-name=value`,
+/// `--name`; a switch takes no value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorFlags {
+    /// Flags that take a value (strings, durations).
+    pub values: &'static [&'static str],
+    /// Boolean switches.
+    pub switches: &'static [&'static str],
+    /// Where the list was read.
+    pub source: &'static str,
+}
+
+/// Dynamo 0.4.1's operator flags: its `cmd/main.go`, plus controller-runtime's `kubeconfig` and
+/// the zap logging flags its main binds.
+const OPERATOR_0_4_FLAGS: OperatorFlags = OperatorFlags {
+    values: &[
+        "metrics-bind-address",
+        "health-probe-bind-address",
+        "restrictedNamespace",
+        "leader-election-id",
+        "natsAddr",
+        "etcdAddr",
+        "istio-virtual-service-gateway",
+        "ingress-controller-class-name",
+        "ingress-controller-tls-secret-name",
+        "ingress-host-suffix",
+        "grove-termination-delay",
+        "kubeconfig",
+        "zap-encoder",
+        "zap-log-level",
+        "zap-stacktrace-level",
+        "zap-time-encoding",
+    ],
+    switches: &[
+        "leader-elect",
+        "metrics-secure",
+        "enable-http2",
+        "virtual-service-supports-https",
+        "enable-lws",
+        "zap-devel",
+    ],
+    source: "ai-dynamo/dynamo v0.4.1 deploy/cloud/operator/cmd/main.go",
+};
 
 /// How a release line's frontend and workers find each other on Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +221,7 @@ impl Profile {
         length_shortfall: 1,
         frontend_health: FrontendHealth::StatusHealthy,
         operator_containers: &["kube-rbac-proxy", "manager"],
+        operator_flags: Some(OPERATOR_0_4_FLAGS),
         platform_etcd: true,
         disaggregation_observable: false,
         mocker_roles: MockerRoles {
@@ -198,6 +246,7 @@ impl Profile {
         length_shortfall: 0,
         frontend_health: FrontendHealth::StatusHealthy,
         operator_containers: &["manager"],
+        operator_flags: None,
         platform_etcd: false,
         disaggregation_observable: true,
         mocker_roles: MockerRoles {

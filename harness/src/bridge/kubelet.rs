@@ -1,11 +1,12 @@
-//! The kubelet's steps before a container starts, on kwok's nodes: pulling its image and resolving the Secrets and ConfigMaps its environment names.
+//! The kubelet's steps before a container starts, on kwok's nodes: pulling its image, resolving the Secrets and ConfigMaps its environment names, the operator's flags.
 //!
 //! kwok starts a pod only once [`CONTAINERS_ANNOTATION`] says [`CREATED`] (the stages in
 //! `fixtures/local/k8s/kwokctl.yaml` select on it). A pod whose image the local registry has
 //! withdrawn ([`withdraw`]) or whose environment names a missing Secret, ConfigMap or key waits
 //! instead, as a kubelet would show it: `ErrImagePull` then `ImagePullBackOff`, or
 //! `CreateContainerConfigError`, with the kubelet's events, and is checked again every
-//! [`RECHECK`] until it can start.
+//! [`RECHECK`] until it can start. The operator's `/manager` is started with its flags first
+//! ([`FLAGS_ONLY_ENV`]): one its release does not define crash-loops the pod.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+
+use crate::operator::manager::FLAGS_ONLY_ENV;
 use tokio::sync::watch;
 
 /// The pod annotation that lets kwok start the pod: [`CREATED`] once every container could be
@@ -42,6 +45,8 @@ pub struct Blocked {
     pub message: String,
     /// The container's image.
     pub image: String,
+    /// How its process ended, for a container that started and exited at once.
+    pub terminated: Option<Termination>,
 }
 
 /// `<bridge dir>/registry/withdrawn`: the images the local registry no longer serves, one a line.
@@ -119,6 +124,7 @@ pub fn check(
                 reason,
                 message,
                 image: image.clone(),
+                terminated: None,
             };
             if withdrawn.contains(&normalized(&image)) {
                 let pull = format!(
@@ -200,11 +206,24 @@ pub fn waiting_status(pod: &Pod, blocked: &[Blocked]) -> serde_json::Value {
     for c in &spec.containers {
         let image = c.image.clone().unwrap_or_default();
         match blocked.iter().find(|b| b.container == c.name) {
-            Some(b) => statuses.push(json!({
-                "name": c.name, "image": image, "imageID": "", "ready": false, "started": false,
-                "restartCount": 0,
-                "state": { "waiting": { "reason": b.reason, "message": b.message } },
-            })),
+            Some(b) => {
+                let restarts = i32::from(b.terminated.is_some())
+                    + pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|cs| cs.iter().find(|s| s.name == c.name))
+                        .map_or(0, |s| s.restart_count);
+                let mut status = json!({
+                    "name": c.name, "image": image, "imageID": "", "ready": false, "started": false,
+                    "restartCount": restarts,
+                    "state": { "waiting": { "reason": b.reason, "message": b.message } },
+                });
+                if let Some(t) = &b.terminated {
+                    status["lastState"] = t.last_state();
+                }
+                statuses.push(status);
+            }
             None => {
                 running += 1;
                 statuses.push(json!({
@@ -388,7 +407,7 @@ pub fn recorder(client: &Client) -> Recorder {
 }
 
 /// Records a kubelet `Warning` about `container` of `pod` (`reason` in the kubelet's words:
-/// `Failed`, `BackOff`); a failure to record is printed, not returned.
+/// `Failed`, `BackOff`, `Unhealthy`); a failure to record is printed, not returned.
 pub async fn warn(
     recorder: &Recorder,
     pod: &Pod,
@@ -397,10 +416,33 @@ pub async fn warn(
     note: String,
     action: &str,
 ) {
+    record(
+        recorder,
+        pod,
+        container,
+        EventType::Warning,
+        reason,
+        note,
+        action,
+    )
+    .await;
+}
+
+/// Records a kubelet event of `type_` about `container` of `pod` (`Killing` is `Normal`); a
+/// failure to record is printed, not returned.
+pub async fn record(
+    recorder: &Recorder,
+    pod: &Pod,
+    container: &str,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
     let mut reference = pod.object_ref(&());
     reference.field_path = Some(format!("spec.containers{{{container}}}"));
     let event = Event {
-        type_: EventType::Warning,
+        type_,
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
@@ -414,6 +456,72 @@ pub async fn warn(
     }
 }
 
+/// The operator image's entrypoint, run for real before the pod starts (its flags checked).
+const MANAGER: &str = "/manager";
+
+/// Starts each `/manager` container of `pod` (the operator's) as the stand-in manager with the
+/// container's arguments and environment, flags only ([`FLAGS_ONLY_ENV`]): a flag its release's
+/// operator does not define ends it with exit 2, as on a real kubelet, and the container
+/// crash-loops with the process's words as its termination message.
+async fn managers_exiting(pod: &Pod) -> Vec<Blocked> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in spec
+        .containers
+        .iter()
+        .filter(|c| c.command.as_deref() == Some(&[MANAGER.to_string()][..]))
+    {
+        let started_at = k8s_openapi::jiff::Timestamp::now().to_string();
+        let mut run = tokio::process::Command::new(&exe);
+        run.arg0("manager")
+            .args(c.args.iter().flatten())
+            .env_clear()
+            .envs(
+                c.env
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| Some((e.name.clone(), e.value.clone()?))),
+            )
+            .env(FLAGS_ONLY_ENV, "1")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let Ok(Ok(ended)) = tokio::time::timeout(Duration::from_secs(30), run.output()).await
+        else {
+            continue;
+        };
+        if ended.status.success() {
+            continue;
+        }
+        let mut said = String::from_utf8_lossy(&ended.stdout).into_owned();
+        said.push_str(&String::from_utf8_lossy(&ended.stderr));
+        out.push(Blocked {
+            container: c.name.clone(),
+            reason: "CrashLoopBackOff",
+            message: format!(
+                "back-off {:?} restarting failed container={} pod={}_{}({})",
+                RECHECK,
+                c.name,
+                pod.name_any(),
+                pod.namespace().unwrap_or_default(),
+                pod.uid().unwrap_or_default()
+            ),
+            image: c.image.clone().unwrap_or_default(),
+            terminated: Some(Termination {
+                exit_code: ended.status.code().unwrap_or(-1),
+                message: said.trim().to_string(),
+                started_at,
+                finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+            }),
+        });
+    }
+    out
+}
+
 /// Checks one pod and lets kwok start it or records why it waits.
 async fn create(
     client: &Client,
@@ -425,7 +533,10 @@ async fn create(
     let namespace = pod.namespace().unwrap_or_default();
     let secrets = keys::<Secret>(client, &namespace).await?;
     let config_maps = keys::<ConfigMap>(client, &namespace).await?;
-    let blocked = check(pod, &withdrawn(bridge_dir), &secrets, &config_maps, retry);
+    let mut blocked = check(pod, &withdrawn(bridge_dir), &secrets, &config_maps, retry);
+    if blocked.is_empty() {
+        blocked.extend(managers_exiting(pod).await);
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let annotate =
         |value: &str| json!({ "metadata": { "annotations": { CONTAINERS_ANNOTATION: value } } });
@@ -461,6 +572,17 @@ async fn create(
                 "Pulling",
             ),
             "ImagePullBackOff" => ("BackOff", b.message.clone(), "Pulling"),
+            "CrashLoopBackOff" => (
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    b.container,
+                    pod.name_any(),
+                    namespace,
+                    pod.uid().unwrap_or_default()
+                ),
+                "Restarting",
+            ),
             _ => ("Failed", format!("Error: {}", b.message), "Creating"),
         };
         warn(recorder, pod, &b.container, reason, note, action).await;

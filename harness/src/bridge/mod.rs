@@ -10,6 +10,7 @@
 pub mod crilog;
 pub mod kubelet;
 pub mod pod;
+pub mod probe;
 pub mod translate;
 
 use std::collections::{HashMap, HashSet};

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::crilog::CriLog;
 use super::kubelet;
-use super::translate::{self, Launch, Readiness, Role};
+use super::translate::{self, Launch, Role};
 use super::{BridgeError, Shared};
 use crate::k8s::kinds::{DynamoGraphDeployment, KwokLogs, KwokPortForward};
 use crate::profile::DynamoVersion;
@@ -353,14 +353,6 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         }
         DynamoVersion::V1_6_1 => (None, None),
     };
-    let namespace_dir = |dyn_ns: &str| shared.dir.join("discovery").join(dyn_ns);
-    let dyn_ns = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.env.iter().flatten().find(|e| e.name == "DYN_NAMESPACE"))
-        .and_then(|e| e.value.clone())
-        .unwrap_or_else(|| "dynamo".into());
     let context = translate::LaunchContext {
         version,
         python: env.python(),
@@ -368,7 +360,12 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         secrets: secrets_of(shared, pod).await,
         etcd_url,
         nats_url,
-        discovery_dir: namespace_dir(&dyn_ns),
+        // One store per Kubernetes namespace, as the operator's Kubernetes discovery scopes it;
+        // each frontend scopes itself further to its Dynamo namespace (`DYN_NAMESPACE`).
+        discovery_dir: shared
+            .dir
+            .join("discovery")
+            .join(pod.namespace().unwrap_or_default()),
     };
     let mut free = || {
         crate::dynamo::deployment::free_port().map_err(|e| BridgeError::Setup {
@@ -377,6 +374,26 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         })
     };
     let launch = translate::launch(pod, &context, &mut free)?;
+    let probes = &launch.probes;
+    if [&probes.startup, &probes.readiness, &probes.liveness]
+        .into_iter()
+        .flatten()
+        .any(|p| matches!(p.action, super::probe::Action::Exec { .. }))
+    {
+        let cache = shared.cache_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::debian::ensure(super::probe::PROGRAMS, &cache, "the pods' exec probes")
+        })
+        .await
+        .map_err(|e| BridgeError::Setup {
+            what: "install curl and jq".into(),
+            detail: e.to_string(),
+        })?
+        .map_err(|e| BridgeError::Setup {
+            what: "install curl and jq".into(),
+            detail: e.to_string(),
+        })?;
+    }
     log.note(&format!(
         "Dynamo {version} from PyPI: {} {}",
         launch.program.display(),
@@ -432,47 +449,29 @@ fn spawn(
     Ok(child)
 }
 
-/// A failed probe, and whether the process answered HTTP at all.
-struct ProbeFailure {
-    answered: bool,
-    reason: String,
-}
-
-async fn probe(http: &reqwest::Client, readiness: &Readiness) -> Result<(), ProbeFailure> {
-    let Readiness::Http {
-        port, path, status, ..
-    } = readiness
-    else {
-        return Ok(());
-    };
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let response = http.get(&url).send().await.map_err(|e| ProbeFailure {
-        answered: false,
-        reason: format!("GET {path}: {}", crate::openai::client::error_chain(&e)),
-    })?;
-    let code = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let refused = |reason: String| ProbeFailure {
-        answered: true,
-        reason,
-    };
-    if !code.is_success() {
-        return Err(refused(format!(
-            "GET {path} answered {code}: {}",
-            crate::openai::check::excerpt(&body, 120)
-        )));
-    }
-    if let Some(want) = status {
-        let seen = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["status"].as_str().map(str::to_string));
-        if seen.as_deref() != Some(want.as_str()) {
-            return Err(refused(format!(
-                "GET {path}: .status is {seen:?}, the probe wants {want:?}"
-            )));
+/// Whether the process accepts connections on any of its ports (the 0.4.x start order: workers
+/// may start once the frontend answers at all; it says 503 until one registers).
+async fn answers(launch: &Launch) -> bool {
+    for port in launch.ports.values() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", *port))
+            .await
+            .is_ok()
+        {
+            return true;
         }
     }
-    Ok(())
+    false
+}
+
+/// Stops the process as the kubelet stops a container: SIGTERM, then SIGKILL after `grace`.
+async fn stop_process(child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        // SAFETY: the pid of the child this task started and has not reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
 }
 
 /// Waits until the registry shows `role` of `dyn_ns` ready, at most [`ORDER_WAIT`].
@@ -558,10 +557,8 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
             }
         }
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a plain HTTP client");
+    let http = reqwest::Client::new();
+    let recorder = kubelet::recorder(&shared.client);
     let mut backoff = FIRST_BACKOFF;
     let mut restarts = 0u32;
     let mut last_exit: Option<String> = None;
@@ -600,49 +597,92 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
             .await;
         }
         let started = Instant::now();
-        let initial_delay = match &launch.readiness {
-            Readiness::Http { initial_delay, .. } => Duration::from_secs(*initial_delay),
-            Readiness::Running => Duration::ZERO,
-        };
+        let probes = &launch.probes;
+        let mut started_up = probes.startup.is_none();
+        let mut next_liveness = probes.liveness.as_ref().map(|p| started + p.initial_delay);
+        let mut liveness_failures = 0u32;
         let mut ready = false;
         let mut last = String::new();
+        let mut last_warning = String::new();
         let exit = loop {
             tokio::select! {
                 _ = stop.changed() => {
-                    // SAFETY: the pid of the child this task started and has not reaped.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-                    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
-                        let _ = child.kill().await;
-                    }
+                    stop_process(&mut child, Duration::from_secs(5)).await;
                     shared.set_ready(&key, false);
                     log.note("pod deleted: process stopped");
                     return;
                 }
                 status = child.wait() => break status,
                 _ = tokio::time::sleep(PROBE_PERIOD) => {
-                    let result = probe(&http, &launch.readiness).await;
-                    // Workers may start once the frontend answers at all (0.4.1's says 503 until one
-                    // registers) and the prefill once the decode passes; the pod turns Ready only after
-                    // the probe's initial delay.
-                    let serving = match (&result, launch.role) {
-                        (Ok(()), _) => true,
-                        (Err(f), Role::Frontend) => f.answered,
-                        (Err(_), _) => false,
+                    let mut warnings = Vec::new();
+                    if let Some(startup) = probes.startup.as_ref().filter(|_| !started_up)
+                        && started.elapsed() >= startup.initial_delay
+                    {
+                        match startup.check(&http, &shared.dir).await {
+                            Ok(()) => started_up = true,
+                            Err(e) if started.elapsed() > startup.initial_delay + startup.period * startup.failure_threshold => {
+                                warnings.push(format!("Startup probe failed: {e}"));
+                                kubelet::warn(&recorder, &pod, &container.name, "Unhealthy", warnings.join(""), "Probing").await;
+                                log.note(&format!("startup probe failed {} times: restarting", startup.failure_threshold));
+                                stop_process(&mut child, Duration::from_secs(5)).await;
+                                break child.wait().await;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    if let (true, Some(liveness), Some(due)) = (started_up, probes.liveness.as_ref(), next_liveness)
+                        && Instant::now() >= due
+                    {
+                        next_liveness = Some(Instant::now() + liveness.period);
+                        match liveness.check(&http, &shared.dir).await {
+                            Ok(()) => liveness_failures = 0,
+                            Err(e) => {
+                                liveness_failures += 1;
+                                kubelet::warn(&recorder, &pod, &container.name, "Unhealthy", format!("Liveness probe failed: {e}"), "Probing").await;
+                                if liveness_failures >= liveness.failure_threshold {
+                                    log.note(&format!("liveness probe failed {liveness_failures} times ({e}): restarting"));
+                                    kubelet::record(&recorder, &pod, &container.name, kube::runtime::events::EventType::Normal, "Killing",
+                                        format!("Container {} failed liveness probe, will be restarted", container.name), "Killing").await;
+                                    stop_process(&mut child, Duration::from_secs(5)).await;
+                                    break child.wait().await;
+                                }
+                            }
+                        }
+                    }
+                    // Readiness: probed every PROBE_PERIOD at most (the kubelet waits periodSeconds),
+                    // so a pod turns Ready sooner, never later; Ready on the first pass, not Ready on
+                    // the first failure.
+                    let result = match (started_up, probes.readiness.as_ref()) {
+                        (false, _) => Err("its startup probe has not passed yet".to_string()),
+                        (true, None) => Ok(()),
+                        (true, Some(p)) if started.elapsed() < p.initial_delay => Err(format!(
+                            "its readiness probe starts after its initial delay of {:?}", p.initial_delay
+                        )),
+                        (true, Some(p)) => p.check(&http, &shared.dir).await.inspect_err(|e| {
+                            warnings.push(format!("Readiness probe failed: {e}"));
+                        }),
+                    };
+                    for warning in warnings {
+                        if warning != last_warning {
+                            kubelet::warn(&recorder, &pod, &container.name, "Unhealthy", warning.clone(), "Probing").await;
+                            last_warning = warning;
+                        }
+                    }
+                    let serving = match launch.role {
+                        Role::Frontend => answers(&launch).await,
+                        _ => result.is_ok(),
                     };
                     shared.set_ready(&key, serving);
-                    let waiting = started.elapsed() < initial_delay;
-                    let now_ready = result.is_ok() && !waiting;
-                    let status = match result {
-                        Ok(()) if waiting => format!("pid {pid} answers; Ready after the probe's initial delay of {initial_delay:?}"),
+                    let status = match &result {
                         Ok(()) => format!("pid {pid} passes its readiness probe"),
-                        Err(e) => format!("pid {pid} fails its readiness probe: {}", e.reason),
+                        Err(e) => format!("pid {pid} is not Ready: {e}"),
                     };
                     let status = match &last_exit {
                         Some(exit) => format!("{status}; restarted {restarts} times, last exit: {exit}"),
                         None => status,
                     };
-                    if now_ready != ready || status != last {
-                        ready = now_ready;
+                    if result.is_ok() != ready || status != last {
+                        ready = result.is_ok();
                         annotate(&shared, &pod, ready, &status).await;
                         last = status;
                     }

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::BridgeError;
+use super::probe::Probe;
 use crate::profile::DynamoVersion;
 
 /// What a pod's process needs from outside the pod spec.
@@ -23,7 +24,7 @@ pub struct LaunchContext {
     pub etcd_url: Option<String>,
     /// The real NATS standing in for the platform's (0.4.x).
     pub nats_url: Option<String>,
-    /// The file-discovery directory of the pod's Dynamo namespace (1.x).
+    /// The file-discovery directory of the pod's Kubernetes namespace (1.x).
     pub discovery_dir: PathBuf,
 }
 
@@ -38,22 +39,15 @@ pub enum Role {
     Prefill,
 }
 
-/// How the bridge decides the pod is ready: the pod's readiness probe, aimed at the process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    /// GET `path` on the process's local `port`; with `status`, the JSON body's `.status` must equal it.
-    Http {
-        /// The local port.
-        port: u16,
-        /// The path.
-        path: String,
-        /// The `.status` a `jq -e '.status == "…"'` probe asks for.
-        status: Option<String>,
-        /// Seconds before the first probe.
-        initial_delay: u64,
-    },
-    /// The pod has no probe the bridge can run: ready while the process runs.
-    Running,
+/// A container's probes as the bridge runs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// `startupProbe`: until it passes, neither of the others runs.
+    pub startup: Option<Probe>,
+    /// `readinessProbe`: without one, the pod is Ready while its process runs.
+    pub readiness: Option<Probe>,
+    /// `livenessProbe`: after `failureThreshold` failures in a row the process is restarted.
+    pub liveness: Option<Probe>,
 }
 
 /// A process to start for a pod.
@@ -71,8 +65,8 @@ pub struct Launch {
     pub role: Role,
     /// The release it runs.
     pub version: DynamoVersion,
-    /// The readiness probe.
-    pub readiness: Readiness,
+    /// The container's probes, aimed at the process: startup, readiness, liveness (each if set).
+    pub probes: Probes,
     /// The Dynamo namespace it serves in.
     pub dynamo_namespace: String,
     /// What was substituted, for the pod's log.
@@ -204,59 +198,6 @@ fn env_set(env: &mut Vec<(String, String)>, name: &str, value: impl Into<String>
         Some(slot) => slot.1 = value,
         None => env.push((name.to_string(), value)),
     }
-}
-
-/// The probe's target container port and path, and the `.status` an exec probe's `jq` asks for.
-fn probe_target(
-    probe: &Probe,
-    container: &Container,
-    env: &[(String, String)],
-) -> Option<(i32, String, Option<String>)> {
-    if let Some(get) = &probe.http_get {
-        let port = match &get.port {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
-                container
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|p| p.name.as_deref() == Some(name.as_str()))?
-                    .container_port
-            }
-        };
-        return Some((port, get.path.clone().unwrap_or_else(|| "/".into()), None));
-    }
-    // An exec probe that curls a local URL, e.g. the guide's frontend:
-    // curl -s http://localhost:8000/health | jq -e ".status == \"healthy\""
-    let script = probe.exec.as_ref()?.command.as_ref()?.join(" ");
-    let rest = script.split("http://localhost:").nth(1)?;
-    let end = rest
-        .find(|c: char| c == '/' || c.is_whitespace())
-        .unwrap_or(rest.len());
-    let port_text = &rest[..end];
-    let port = match port_text
-        .strip_prefix("${")
-        .and_then(|p| p.strip_suffix('}'))
-    {
-        Some(var) => env_get(env, var)?.parse().ok()?,
-        None => port_text.parse().ok()?,
-    };
-    let path: String = rest[end..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '|')
-        .collect();
-    let status = script.split(".status ==").nth(1).and_then(|s| {
-        s.replace('\\', "")
-            .split(['"', '\''])
-            .map(str::trim)
-            .find(|part| !part.is_empty())
-            .map(str::to_string)
-    });
-    Some((
-        port,
-        if path.is_empty() { "/".into() } else { path },
-        status,
-    ))
 }
 
 /// The process for `pod`: its own command, arguments and environment, ports moved to free local
@@ -429,30 +370,16 @@ pub fn launch(
     };
     args.extend(planes);
 
-    let readiness = match container.readiness_probe.as_ref().and_then(|p| {
-        Some((
-            p,
-            probe_target(
-                p,
-                container,
-                &container_env(pod, container, &context.secrets).ok()?,
-            )?,
-        ))
-    }) {
-        Some((probe, (port, path, status))) => match ports.get(&port) {
-            Some(local) => Readiness::Http {
-                port: *local,
-                path,
-                status,
-                initial_delay: probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
-            },
-            None => {
-                return Err(refuse(format!(
-                    "its readiness probe targets port {port}, which the container does not serve"
-                )));
-            }
-        },
-        None => Readiness::Running,
+    let probe_env = container_env(pod, container, &context.secrets).unwrap_or_default();
+    let aimed = |spec: &Option<k8s_openapi::api::core::v1::Probe>| {
+        spec.as_ref()
+            .map(|p| Probe::from_spec(p, container, &probe_env, &ports).map_err(&refuse))
+            .transpose()
+    };
+    let probes = Probes {
+        startup: aimed(&container.startup_probe)?,
+        readiness: aimed(&container.readiness_probe)?,
+        liveness: aimed(&container.liveness_probe)?,
     };
     Ok(Launch {
         program: context.python.clone(),
@@ -461,7 +388,7 @@ pub fn launch(
         ports,
         role,
         version: context.version,
-        readiness,
+        probes,
         dynamo_namespace,
         notes,
     })
@@ -470,6 +397,7 @@ pub fn launch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::probe::Action;
     use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment};
     use crate::operator::{component, graph};
     use serde_json::{Value, json};
@@ -569,13 +497,11 @@ mod tests {
             Some("vllm-v1-disagg-router")
         );
         assert_eq!(
-            launch.readiness,
-            Readiness::Http {
+            launch.probes.readiness.map(|p| p.action),
+            Some(Action::Http {
                 port: local,
                 path: "/health".into(),
-                status: None,
-                initial_delay: 0
-            }
+            })
         );
     }
 
@@ -619,15 +545,15 @@ mod tests {
                 .windows(2)
                 .any(|w| w == ["--http-host", "127.0.0.1"])
         );
-        assert_eq!(
-            launch.readiness,
-            Readiness::Http {
-                port: local,
-                path: "/health".into(),
-                status: Some("healthy".into()),
-                initial_delay: 60
-            }
+        let readiness = launch.probes.readiness.unwrap();
+        let Action::Exec { command, .. } = readiness.action else {
+            panic!("the guide's frontend probe is an exec probe")
+        };
+        assert!(
+            command[2].starts_with(&format!("curl -s http://127.0.0.1:{local}/health | jq -e")),
+            "{command:?}"
         );
+        assert_eq!(readiness.initial_delay, std::time::Duration::from_secs(60));
     }
 
     #[test]

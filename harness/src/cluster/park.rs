@@ -1,12 +1,14 @@
-//! The local cluster's kept graph parked while no run is under way: its workers scaled to zero.
+//! The local cluster's kept graph parked while no run is under way: its components scaled to zero.
 //!
 //! The guide's graph stays applied between runs so that the next one starts in seconds, but an idle
 //! worker is not free: Dynamo 0.4.1's keeps about 70% of a core busy forever (its metrics
 //! publisher's timer is never re-armed, a tight loop fixed upstream in ai-dynamo/dynamo#4028). The
 //! local cluster's agent parks every graph the suite applied once no run has been under way for
-//! [`PARK_AFTER`] ([`crate::ledger::idle`]): each worker service gets `replicas: 0` and the graph the
-//! annotation [`PARKED_ANNOTATION`] saying why. The next run's graph stage applies the guide's
-//! graph again, which brings the workers back, and removes the annotation.
+//! [`PARK_AFTER`] ([`crate::ledger::idle`]): each service gets `replicas: 0` and the graph the
+//! annotation [`PARKED_ANNOTATION`] saying why. The frontend goes too: with no worker, 0.4.1's
+//! `/health` answers 503 and the guide's liveness probe restarts it forever. The next run's graph
+//! stage applies the guide's graph again, which brings every component back, and removes the
+//! annotation.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use serde_json::{Value, json};
 use crate::k8s::MANAGED_BY_LABEL;
 use crate::k8s::kinds::DynamoGraphDeployment;
 
-/// The annotation of a parked graph: when and why its workers were scaled to zero.
+/// The annotation of a parked graph: when and why its components were scaled to zero.
 pub const PARKED_ANNOTATION: &str = "dynamo-conformance/parked";
 /// How long no run must be under way before the kept graph is parked.
 pub const PARK_AFTER: Duration = Duration::from_secs(60);
@@ -27,21 +29,20 @@ const POLL: Duration = Duration::from_secs(5);
 /// The field manager of the park.
 const FIELD_MANAGER: &str = "dynamo-conformance-park";
 
-/// The worker services of a graph's spec that still run: `(service, replicas)`.
-pub fn running_workers(spec: &Value) -> Vec<(String, i64)> {
+/// The services of a graph's spec that still run: `(service, replicas)`.
+pub fn running_components(spec: &Value) -> Vec<(String, i64)> {
     spec["services"]
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, s)| s["componentType"] == "worker")
         .map(|(name, s)| (name.clone(), s["replicas"].as_i64().unwrap_or(1)))
         .filter(|(_, replicas)| *replicas != 0)
         .collect()
 }
 
-/// The merge patch that parks `workers`, with the reason.
-pub fn park_patch(workers: &[(String, i64)], reason: &str) -> Value {
-    let services: serde_json::Map<String, Value> = workers
+/// The merge patch that parks `components`, with the reason.
+pub fn park_patch(components: &[(String, i64)], reason: &str) -> Value {
+    let services: serde_json::Map<String, Value> = components
         .iter()
         .map(|(name, _)| (name.clone(), json!({ "replicas": 0 })))
         .collect();
@@ -51,7 +52,7 @@ pub fn park_patch(workers: &[(String, i64)], reason: &str) -> Value {
     })
 }
 
-/// Scales the workers of every graph the suite applied (label `app.kubernetes.io/managed-by=
+/// Scales the components of every graph the suite applied (label `app.kubernetes.io/managed-by=
 /// dynamo-conformance`) to zero; one line per graph parked. Graphs of others are not touched.
 pub async fn park(client: &Client) -> Vec<String> {
     let selector = format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1);
@@ -64,14 +65,14 @@ pub async fn park(client: &Client) -> Vec<String> {
     };
     let mut lines = Vec::new();
     for graph in graphs {
-        let workers = running_workers(&graph.spec);
-        if workers.is_empty() {
+        let components = running_components(&graph.spec);
+        if components.is_empty() {
             continue;
         }
         let (name, ns) = (graph.name_any(), graph.namespace().unwrap_or_default());
         let reason = format!(
-            "workers {} scaled to 0 after {} s without a run; the next run brings them back",
-            workers
+            "components {} scaled to 0 after {} s without a run; the next run brings them back",
+            components
                 .iter()
                 .map(|(n, r)| format!("{n} (was {r})"))
                 .collect::<Vec<_>>()
@@ -85,7 +86,11 @@ pub async fn park(client: &Client) -> Vec<String> {
         };
         lines.push(
             match api
-                .patch(&name, &params, &Patch::Merge(park_patch(&workers, &reason)))
+                .patch(
+                    &name,
+                    &params,
+                    &Patch::Merge(park_patch(&components, &reason)),
+                )
                 .await
             {
                 Ok(_) => format!("parked {ns}/{name}: {reason}"),
@@ -96,7 +101,7 @@ pub async fn park(client: &Client) -> Vec<String> {
     lines
 }
 
-/// One line per graph the suite applied: parked (and why) or how many workers run.
+/// One line per graph the suite applied: parked (and why) or how many components run.
 pub async fn describe(client: &Client) -> Vec<String> {
     let selector = format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1);
     match Api::<DynamoGraphDeployment>::all(client.clone())
@@ -111,8 +116,8 @@ pub async fn describe(client: &Client) -> Vec<String> {
                 match g.annotations().get(PARKED_ANNOTATION) {
                     Some(reason) => format!("graph {name}: parked ({reason})"),
                     None => format!(
-                        "graph {name}: workers running ({}); parked after {} s without a run",
-                        running_workers(&g.spec)
+                        "graph {name}: components running ({}); parked after {} s without a run",
+                        running_components(&g.spec)
                             .iter()
                             .map(|(n, r)| format!("{n} ×{r}"))
                             .collect::<Vec<_>>()
@@ -161,30 +166,31 @@ mod tests {
     }
 
     #[test]
-    fn the_guides_two_workers_are_parked_and_its_frontend_kept() {
+    fn the_guides_three_components_are_parked_frontend_included() {
         let spec = guide_spec();
-        let workers = running_workers(&spec);
+        let components = running_components(&spec);
         assert_eq!(
-            workers,
+            components,
             [
+                ("Frontend".to_string(), 1),
                 ("VllmDecodeWorker".to_string(), 1),
                 ("VllmPrefillWorker".to_string(), 1)
             ]
         );
-        let patch = park_patch(&workers, "idle");
+        let patch = park_patch(&components, "idle");
         assert_eq!(patch["metadata"]["annotations"][PARKED_ANNOTATION], "idle");
         assert_eq!(
             patch["spec"]["services"],
-            json!({"VllmDecodeWorker": {"replicas": 0}, "VllmPrefillWorker": {"replicas": 0}})
+            json!({"Frontend": {"replicas": 0}, "VllmDecodeWorker": {"replicas": 0}, "VllmPrefillWorker": {"replicas": 0}})
         );
     }
 
     #[test]
-    fn a_parked_graph_has_no_running_workers_left() {
+    fn a_parked_graph_has_no_running_components_left() {
         let mut spec = guide_spec();
-        for worker in ["VllmDecodeWorker", "VllmPrefillWorker"] {
-            spec["services"][worker]["replicas"] = 0.into();
+        for service in ["Frontend", "VllmDecodeWorker", "VllmPrefillWorker"] {
+            spec["services"][service]["replicas"] = 0.into();
         }
-        assert!(running_workers(&spec).is_empty());
+        assert!(running_components(&spec).is_empty());
     }
 }

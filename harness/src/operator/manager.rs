@@ -59,6 +59,57 @@ pub enum ManagerError {
     },
 }
 
+/// Set (to anything) in the manager's environment, it checks its flags and ends: the local
+/// provider starts the operator pod's `/manager` this way, its controllers running in the agent.
+pub const FLAGS_ONLY_ENV: &str = "DYNAMO_CONFORMANCE_MANAGER_FLAGS_ONLY";
+
+/// The first argument `flags` does not define, as Go's `flag.Parse` finds it (parsing stops at
+/// `--` or the first argument that is not a flag), e.g. `config` for a 1.x chart's `--config=…`
+/// given to the 0.4.1 operator: it then prints `flag provided but not defined: -config` and exits 2.
+pub fn undefined_flag(flags: &crate::profile::OperatorFlags, args: &[String]) -> Option<String> {
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "--" || !word.starts_with('-') || word == "-" {
+            return None;
+        }
+        let bare = word.trim_start_matches('-');
+        let (name, inline) = match bare.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (bare, false),
+        };
+        if name == "h" || name == "help" {
+            return None;
+        }
+        if flags.values.contains(&name) {
+            if !inline {
+                words.next();
+            }
+        } else if !flags.switches.contains(&name) {
+            return Some(name.to_string());
+        }
+    }
+    None
+}
+
+/// Go's usage text for `flags`, as `flag.Parse` prints it after an undefined flag.
+pub fn usage(flags: &crate::profile::OperatorFlags) -> String {
+    let mut names: Vec<(&str, bool)> = flags
+        .values
+        .iter()
+        .map(|n| (*n, true))
+        .chain(flags.switches.iter().map(|n| (*n, false)))
+        .collect();
+    names.sort_unstable();
+    let mut text = String::from("Usage of /manager:\n");
+    for (name, value) in names {
+        text.push_str(&format!(
+            "  -{name}{}\n",
+            if value { " string" } else { "" }
+        ));
+    }
+    text
+}
+
 /// `:8081` → `0.0.0.0:8081`; `127.0.0.1:8080` as is.
 pub fn bind_address(flag: &str) -> Result<SocketAddr, ManagerError> {
     let full = if flag.starts_with(':') {
@@ -145,5 +196,37 @@ mod tests {
         );
         assert!(args.leader_elect);
         assert!(bind_address("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_flag_the_releases_operator_does_not_define_is_found_as_go_finds_it() {
+        let flags = crate::profile::DynamoVersion::V0_4_1
+            .profile()
+            .operator_flags
+            .unwrap();
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let chart_0_4 = args(&[
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address",
+            "127.0.0.1:8080",
+            "--leader-elect",
+            "-natsAddr=nats://x:4222",
+        ]);
+        assert_eq!(undefined_flag(&flags, &chart_0_4), None);
+        // A 1.x chart's flags given to the 0.4.1 operator.
+        let chart_1_x = args(&[
+            "--config=/etc/dynamo-operator/config.yaml",
+            "--operator-version=1.6.1",
+        ]);
+        assert_eq!(
+            undefined_flag(&flags, &chart_1_x).as_deref(),
+            Some("config")
+        );
+        // A value that looks like a flag is the value; parsing stops at the first non-flag.
+        assert_eq!(
+            undefined_flag(&flags, &args(&["--etcdAddr", "--x", "stray", "--y"])),
+            None
+        );
+        assert!(usage(&flags).contains("  -natsAddr string\n"));
     }
 }

@@ -291,6 +291,30 @@ pub fn short_of_replicas<'a>(
         .collect()
 }
 
+/// Why `d` has not finished rolling out (at least `want` replicas), by `kubectl rollout status`'s
+/// rules; `None` once it has.
+pub fn rollout_unfinished(d: &Deployment, want: i64) -> Option<String> {
+    let generation = d.metadata.generation.unwrap_or_default();
+    let status = d.status.clone().unwrap_or_default();
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) as i64;
+    let updated = status.updated_replicas.unwrap_or_default() as i64;
+    let total = status.replicas.unwrap_or_default() as i64;
+    let available = status.available_replicas.unwrap_or_default() as i64;
+    Some(
+        if status.observed_generation.unwrap_or_default() < generation {
+            format!("generation {generation} not yet observed")
+        } else if updated < replicas.max(want) {
+            format!("{updated} of {replicas} pods run the current revision")
+        } else if total > updated {
+            format!("{} pods of an old revision left", total - updated)
+        } else if available < updated {
+            format!("{available} of {updated} updated pods available")
+        } else {
+            return None;
+        },
+    )
+}
+
 /// The components whose Deployment (the one selecting `nvidia.com/selector=<component>`) has not
 /// finished rolling out, by `kubectl rollout status`'s rules: the controller has seen the newest
 /// spec (`observedGeneration`), every replica runs the current template (`updatedReplicas`), no
@@ -311,23 +335,7 @@ pub fn rollouts_unfinished<'a>(
                     .and_then(|l| l.get(SELECTOR_LABEL))
                     == Some(component)
             })?;
-            let generation = d.metadata.generation.unwrap_or_default();
-            let status = d.status.clone().unwrap_or_default();
-            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) as i64;
-            let updated = status.updated_replicas.unwrap_or_default() as i64;
-            let total = status.replicas.unwrap_or_default() as i64;
-            let available = status.available_replicas.unwrap_or_default() as i64;
-            let why = if status.observed_generation.unwrap_or_default() < generation {
-                format!("generation {generation} not yet observed")
-            } else if updated < replicas.max(*want) {
-                format!("{updated} of {replicas} pods run the current revision")
-            } else if total > updated {
-                format!("{} pods of an old revision left", total - updated)
-            } else if available < updated {
-                format!("{available} of {updated} updated pods available")
-            } else {
-                return None;
-            };
+            let why = rollout_unfinished(d, *want)?;
             Some(format!("{component}: rolling out: {why}"))
         })
         .collect()
@@ -538,16 +546,6 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                 .await
                 .map_err(&fail)?;
             graph_ready().await.map_err(&fail)?;
-            let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-            if let Ok(list) = pods
-                .list(&ListParams::default().labels(crate::operator::component::TYPE_LABEL))
-                .await
-            {
-                notes.push(format!(
-                    "phases of the newest pods: {}",
-                    phase_timings(list.items.iter()).join("; ")
-                ));
-            }
             Ok(notes)
         }
         Err(K8sError::Timeout {

@@ -300,7 +300,7 @@ pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
         ClusterCheck::OperatorAvailable => operator_available(cluster, config).await,
         ClusterCheck::EtcdAndNatsRunning => etcd_and_nats_running(cluster, config).await,
         ClusterCheck::ServicesListen => services_listen(cluster, config).await,
-        ClusterCheck::GraphReady => super::graph::graph_ready(cluster, config).await,
+        ClusterCheck::GraphReady => super::graph::graph_ready(cluster, config, &mut notes).await,
         ClusterCheck::ComponentPods => {
             super::graph::component_pods(cluster, config, &mut notes).await
         }
@@ -572,6 +572,14 @@ async fn operator_available(cluster: &Cluster, config: &Config) -> Vec<String> {
                     "deployment {ns}/{} is not available: {}",
                     platform::OPERATOR,
                     storage::describe_deployment(Some(&d))
+                ));
+                let selector = platform::workload_selector(cluster, ns, platform::OPERATOR).await;
+                problems.extend(crate::k8s::pods::explain(&cluster.client, ns, &selector).await);
+            } else if let Some(why) = crate::stages::graph::rollout_unfinished(&d, 1) {
+                // Available on an old pod while the new one fails (a chart upgrade gone wrong).
+                problems.push(format!(
+                    "deployment {ns}/{} has not finished rolling out: {why}",
+                    platform::OPERATOR
                 ));
                 let selector = platform::workload_selector(cluster, ns, platform::OPERATOR).await;
                 problems.extend(crate::k8s::pods::explain(&cluster.client, ns, &selector).await);
