@@ -596,6 +596,7 @@ fn run(args: RunArgs) -> ExitCode {
     ) {
         println!("{line}");
     }
+    harness::ledger::end_forwards_of_this_process();
     print!("\n{}", report::table(&results, provenance.as_deref()));
     match report::write_json(&config, &results, provenance.as_deref()) {
         Ok(path) => println!("report: {}", path.display()),

@@ -810,8 +810,16 @@ fn set_service_image(config: &Config, service: &str, image: &str) {
     );
 }
 
-/// Polls (bounded by `within`) until an event of the graph's namespace with `reason` says `part`.
-fn await_event(config: &Config, reason: &str, part: &str, within: Duration) {
+/// Now, to the second, as the API server stamps objects (`2026-12-01T11:10:51Z`).
+fn now_stamp() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Polls (bounded by `within`) until an event of the graph's namespace with `reason`, created or
+/// seen again at or after `since` ([`now_stamp`]), says `part`.
+fn await_event(config: &Config, reason: &str, part: &str, since: &str, within: Duration) {
     let started = Instant::now();
     loop {
         let seen = kubectl(
@@ -824,31 +832,49 @@ fn await_event(config: &Config, reason: &str, part: &str, within: Duration) {
                 "--field-selector",
                 &format!("reason={reason}"),
                 "-o",
-                "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+                "jsonpath={range .items[*]}{.metadata.creationTimestamp}|{.series.lastObservedTime}|{.message}{\"\\n\"}{end}",
             ],
         );
-        if seen.contains(part) {
+        let fresh = seen.lines().any(|line| {
+            let mut fields = line.splitn(3, '|');
+            let (created, again, message) = (
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or_default(),
+            );
+            (created >= since || again >= since) && message.contains(part)
+        });
+        if fresh {
             return;
         }
         assert!(
             started.elapsed() < within,
-            "no {reason} event said {part:?} within {within:?}; last seen:\n{seen}"
+            "no {reason} event since {since} said {part:?} within {within:?}; last seen:\n{seen}"
         );
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
+/// Holds the runs' activity lock for the test: a kept graph is parked after 60 s without a run,
+/// and a test that waits between its runs must not find it parked.
+fn active(config: &Config) -> harness::ledger::Activity {
+    harness::ledger::Activity::hold(&config.cache_dir).expect("the runs' activity lock")
+}
+
 #[test]
 fn a_frontend_image_without_jq_fails_its_readiness_probe_naming_frontend_probe_needs_jq() {
     let config = config();
+    let _active = active(&config);
     healed("guide::graph::ready");
     let image = service_image(&config, "Frontend");
+    let since = now_stamp();
     set_service_image(&config, "Frontend", &format!("{image}-nojq"));
     // The guide's probe starts after its initial delay of 60 s.
     await_event(
         &config,
         "Unhealthy",
         "jq: not found",
+        &since,
         Duration::from_secs(180),
     );
     fails_naming(
@@ -862,6 +888,7 @@ fn a_frontend_image_without_jq_fails_its_readiness_probe_naming_frontend_probe_n
 #[test]
 fn a_rollout_stuck_behind_a_ready_old_pod_is_not_ready_naming_ready_while_rolling_out() {
     let config = config();
+    let _active = active(&config);
     healed("guide::graph::ready");
     let image = format!("{}-unpublished", service_image(&config, "VllmDecodeWorker"));
     let withdrawn = Withdrawn::new(&config, &image);
@@ -940,22 +967,21 @@ impl Drop for Hung {
 #[test]
 fn a_hung_worker_restarted_by_its_liveness_probe_is_named_liveness_fails_under_load() {
     let config = config();
+    let _active = active(&config);
     healed("guide::graph::ready");
     let agent_dir = harness::cluster::agent::dir(&config.cache_dir);
+    let since = now_stamp();
     let hung = Hung::new(agent_dir, "vllmdecodeworker");
     // The guide's worker probe: /live every 5 s, 30 s to answer, one failure restarts.
     await_event(
         &config,
-        "Unhealthy",
-        "Liveness probe failed",
-        Duration::from_secs(120),
-    );
-    await_event(
-        &config,
         "Killing",
         "failed liveness probe, will be restarted",
-        Duration::from_secs(60),
+        &since,
+        Duration::from_secs(180),
     );
+    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    await_waiting(&config, selector, &["CrashLoopBackOff"]);
     fails_naming(
         "guide::graph::component_pods",
         "liveness-fails-under-load",
@@ -996,6 +1022,7 @@ fn an_operator_given_a_newer_charts_flag_crash_loops_naming_operator_chart_skew(
     ) {
         return;
     }
+    let _active = active(&config);
     healed("guide::platform::operator_available");
     let manager = profile
         .operator_containers
@@ -1041,6 +1068,7 @@ fn an_operator_given_a_newer_charts_flag_crash_loops_naming_operator_chart_skew(
 #[test]
 fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch() {
     let config = config();
+    let _active = active(&config);
     // 0.4.1's frontend has no --namespace: it serves every Dynamo namespace's models.
     let scoped =
         config.dynamo_version.profile().discovery != harness::profile::Discovery::EtcdAndNats;
@@ -1048,6 +1076,25 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
         return;
     }
     healed("guide::graph::ready");
+    // The guide's graph sets no container env: applying it again would leave this one.
+    let undo = Undo(&config, &|config: &Config| {
+        for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
+            let path = format!("/spec/services/{service}/extraPodSpec/mainContainer/env");
+            let remove = serde_json::json!([{"op": "remove", "path": path}]);
+            kubectl_unchecked(
+                config,
+                &[
+                    "-n",
+                    "dynamo-cloud",
+                    "patch",
+                    GRAPH,
+                    "--type=json",
+                    "-p",
+                    &remove.to_string(),
+                ],
+            );
+        }
+    });
     for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
         let patch = serde_json::json!({"spec": {"services": {service: {"extraPodSpec": {
             "mainContainer": {"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}
@@ -1083,5 +1130,31 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
         "discovery-mismatch",
         &["/v1/models does not list", "observed []"],
     );
+    drop(undo);
     healed("guide::graph::ready");
+}
+
+/// Runs its function when dropped: the test's fault undone however the test ends.
+struct Undo<'a>(&'a Config, &'a dyn Fn(&Config));
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        (self.1)(self.0);
+    }
+}
+
+/// kubectl, its failure ignored (undoing what may not have been done).
+fn kubectl_unchecked(config: &Config, args: &[&str]) {
+    let cluster = harness::cluster::local::status(&config.cache_dir)
+        .ok()
+        .flatten();
+    let (Some(cluster), Ok(binaries)) =
+        (cluster, harness::cluster::local::build(&config.cache_dir))
+    else {
+        return;
+    };
+    let _ = Command::new(binaries.kubectl)
+        .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        .args(args)
+        .output();
 }

@@ -100,7 +100,12 @@ pub fn plan(runs: &[Recorded], only: Option<&str>) -> Result<Plan, CleanupError>
     let mut newest = std::collections::BTreeMap::new();
     for run in runs.iter().filter(|r| !r.active) {
         for (i, e) in run.entries.iter().enumerate() {
-            if e.action != Action::Created {
+            let ended = || {
+                run.entries[i..]
+                    .iter()
+                    .any(|l| l.action == Action::Ended && key(l) == key(e))
+            };
+            if e.action != Action::Created || ended() {
                 continue;
             }
             let candidate = ((e.at, i), run, e);
@@ -254,6 +259,10 @@ pub async fn execute(
             ));
             continue;
         }
+        if e.api_version == crate::ledger::HOST {
+            done.removed.push(end_on_host(e));
+            continue;
+        }
         if e.api_version == HELM {
             let ns = e.namespace.clone().unwrap_or_default();
             let mut command = tokio::process::Command::new(&helm.binary);
@@ -352,6 +361,26 @@ pub async fn execute(
         }
     }
     Ok(done)
+}
+
+/// Stops a process a dead run left running (the same pid and start time only); a port-forward
+/// ended with the run's process. One line saying which.
+fn end_on_host(e: &Entry) -> String {
+    if e.kind == crate::ledger::PROCESS
+        && let Some((pid, start)) = crate::ledger::process_of(&e.name)
+    {
+        if crate::ledger::process_start(pid) != Some(start) {
+            return format!("{} had already ended", e.object());
+        }
+        // SAFETY: a plain signal to the process the ledger names, its start time checked.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == 0;
+        return if sent {
+            format!("stopped {} (SIGTERM)", e.object())
+        } else {
+            format!("{}: could not be signalled", e.object())
+        };
+    }
+    format!("{} ended with its run's process", e.object())
 }
 
 fn plan_left(done: &mut Done, e: &Entry, why: &str) {
@@ -456,6 +485,53 @@ mod tests {
             active,
             entries,
         }
+    }
+
+    #[test]
+    fn what_the_run_ended_itself_is_not_planned_and_a_process_left_running_is_stopped_by_pid_and_start()
+     {
+        let host = |action, kind: &str, name: &str| Entry {
+            api_version: crate::ledger::HOST.into(),
+            namespace: None,
+            ..entry(action, "command", kind, name)
+        };
+        let killed = run(
+            "a",
+            false,
+            vec![
+                host(Action::Created, crate::ledger::PROCESS, "10@5 go"),
+                host(Action::Ended, crate::ledger::PROCESS, "10@5 go"),
+                host(Action::Created, crate::ledger::PROCESS, "11@6 helm"),
+                host(
+                    Action::Created,
+                    crate::ledger::PORT_FORWARD,
+                    "f:8000 via 127.0.0.1:4000 (pid 9)",
+                ),
+            ],
+        );
+        let plan = plan(&[killed], None).unwrap();
+        let removed: Vec<String> = plan.remove.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(removed, ["f:8000 via 127.0.0.1:4000 (pid 9)", "11@6 helm"]);
+        assert_eq!(crate::ledger::process_of("11@6 helm"), Some((11, 6)));
+        // This test's own process, by its pid and start: alive; a wrong start time is another process.
+        let me = std::process::id();
+        let start = crate::ledger::process_start(me).expect("this process's start");
+        assert_eq!(
+            end_on_host(&host(
+                Action::Created,
+                crate::ledger::PROCESS,
+                &format!("{me}@{} x", start + 1)
+            )),
+            format!("Process {me}@{} x had already ended", start + 1)
+        );
+        assert!(
+            end_on_host(&host(
+                Action::Created,
+                crate::ledger::PORT_FORWARD,
+                "f:8000 via 127.0.0.1:4000 (pid 9)"
+            ))
+            .ends_with("ended with its run's process")
+        );
     }
 
     #[test]

@@ -76,6 +76,16 @@ pub fn run(command: &mut Command, what: &str, bounds: Bounds) -> Result<String, 
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| failed(format!("{e} (running {:?})", command.get_program())))?;
+    let pid = child.id();
+    let start = crate::ledger::process_start(pid).unwrap_or_default();
+    let program = command.get_program().to_string_lossy().into_owned();
+    crate::ledger::record_process(
+        crate::ledger::Action::Created,
+        "command",
+        pid,
+        start,
+        &program,
+    );
     // Drain both pipes on threads so a chatty child never blocks.
     let stdout = drain(child.stdout.take(), bounds.echo);
     let stderr = drain(child.stderr.take(), bounds.echo);
@@ -103,6 +113,13 @@ pub fn run(command: &mut Command, what: &str, bounds: Bounds) -> Result<String, 
             }
         }
     };
+    crate::ledger::record_process(
+        crate::ledger::Action::Ended,
+        "command",
+        pid,
+        start,
+        &program,
+    );
     let stdout = stdout.join().unwrap_or_default();
     let mut output = stderr.join().unwrap_or_default();
     output.push_str(&stdout);

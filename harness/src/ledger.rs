@@ -57,6 +57,73 @@ pub enum Action {
     Used,
     /// The run ended well and left what it created to the reused environment (no object named).
     HandedOver,
+    /// The run itself ended it (a process that exited, a port-forward it closed).
+    Ended,
+}
+
+/// The ledger's `api_version` of what lives on this machine, not in the cluster.
+pub const HOST: &str = "host";
+/// The ledger's `kind` of a process the run started.
+pub const PROCESS: &str = "Process";
+/// The ledger's `kind` of a port-forward the run opened.
+pub const PORT_FORWARD: &str = "PortForward";
+
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat`, field 22): with the
+/// pid, it tells the process from a later one that reuses its pid. `None` once it is gone.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records a process this run started (`Created`, or `Ended` once it exited): its name is
+/// `<pid>@<start ticks> <program>`, as [`process_of`] reads it back.
+pub fn record_process(action: Action, stage: &str, pid: u32, start: u64, program: &str) {
+    record(Entry::now(
+        action,
+        stage,
+        HOST,
+        PROCESS,
+        None,
+        &format!("{pid}@{start} {program}"),
+    ));
+}
+
+/// Records [`Action::Ended`] for each port-forward this process opened and has not closed: they
+/// end with it. Called as a run's process finishes.
+pub fn end_forwards_of_this_process() {
+    let Some(run) = current() else {
+        return;
+    };
+    let mine = format!("(pid {})", std::process::id());
+    let entries = run.entries();
+    for e in entries.iter().filter(|e| {
+        e.kind == PORT_FORWARD && e.action == Action::Created && e.name.ends_with(&mine)
+    }) {
+        let closed = entries.iter().any(|l| {
+            l.action == Action::Ended
+                && l.kind == e.kind
+                && l.namespace == e.namespace
+                && l.name == e.name
+        });
+        if !closed {
+            record(Entry::now(
+                Action::Ended,
+                &e.stage,
+                HOST,
+                PORT_FORWARD,
+                e.namespace.as_deref(),
+                &e.name,
+            ));
+        }
+    }
+}
+
+/// The pid and start ticks of a [`PROCESS`] entry's name.
+pub fn process_of(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.split_whitespace().next()?.split_once('@')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 /// One line of a ledger.

@@ -641,6 +641,7 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
                                 kubelet::warn(&recorder, &pod, &container.name, "Unhealthy", format!("Liveness probe failed: {e}"), "Probing").await;
                                 if liveness_failures >= liveness.failure_threshold {
                                     log.note(&format!("liveness probe failed {liveness_failures} times ({e}): restarting"));
+                                    annotate(&shared, &pod, false, &format!("pid {pid} failed its liveness probe: restarting")).await;
                                     kubelet::record(&recorder, &pod, &container.name, kube::runtime::events::EventType::Normal, "Killing",
                                         format!("Container {} failed liveness probe, will be restarted", container.name), "Killing").await;
                                     stop_process(&mut child, Duration::from_secs(5)).await;

@@ -84,13 +84,15 @@ impl PortForward {
                 });
             }
         });
-        Ok(PortForward {
+        let forward = PortForward {
             local,
             pod: format!("{namespace}/{pod}"),
             port,
             last_error,
             task,
-        })
+        };
+        forward.record(crate::ledger::Action::Created);
+        Ok(forward)
     }
 
     /// The base URL of the forwarded port.
@@ -116,8 +118,29 @@ impl PortForward {
     }
 }
 
+impl PortForward {
+    /// Records the forward in the run's ledger: `pod:port via 127.0.0.1:local` of this process.
+    fn record(&self, action: crate::ledger::Action) {
+        let (namespace, pod) = self.pod.split_once('/').unwrap_or(("", &self.pod));
+        crate::ledger::record(crate::ledger::Entry::now(
+            action,
+            "forward",
+            crate::ledger::HOST,
+            crate::ledger::PORT_FORWARD,
+            Some(namespace),
+            &format!(
+                "{pod}:{} via {} (pid {})",
+                self.port,
+                self.local,
+                std::process::id()
+            ),
+        ));
+    }
+}
+
 impl Drop for PortForward {
     fn drop(&mut self) {
         self.task.abort();
+        self.record(crate::ledger::Action::Ended);
     }
 }

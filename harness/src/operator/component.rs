@@ -362,14 +362,14 @@ pub fn available(deployment: Option<&Deployment>) -> bool {
             .any(|c| c.type_ == "Available" && c.status == "True")
 }
 
-/// The component's status: its `Available` condition.
-pub fn status(available: bool, now: &str) -> Value {
+/// The component's status: its `Available` condition, and the `generation` it was written for.
+pub fn status(available: bool, generation: Option<i64>, now: &str) -> Value {
     let (state, reason, message) = if available {
         ("True", "DeploymentReady", "Deployment is ready")
     } else {
         ("False", "DeploymentNotReady", "Deployment is not ready")
     };
-    json!({ "conditions": [{
+    json!({ "observedGeneration": generation, "conditions": [{
         "type": "Available", "status": state, "reason": reason, "message": message, "lastTransitionTime": now
     }] })
 }

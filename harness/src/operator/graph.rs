@@ -150,8 +150,9 @@ pub fn discovery_account(graph: &str) -> String {
     format!("{graph}-k8s-service-discovery")
 }
 
-/// The graph's status from its components' `(name, available)`: 0.4.1's `state` and `Ready` condition.
-pub fn status(components: &[(String, bool)], now: &str) -> Value {
+/// The graph's status from its components' `(name, available)`: 0.4.1's `state` and `Ready`
+/// condition, and the stand-in's `observedGeneration` (the graph's `generation` it was written for).
+pub fn status(components: &[(String, bool)], generation: Option<i64>, now: &str) -> Value {
     let waiting: Vec<&str> = components
         .iter()
         .filter(|(_, available)| !available)
@@ -174,6 +175,7 @@ pub fn status(components: &[(String, bool)], now: &str) -> Value {
     };
     json!({
         "state": state,
+        "observedGeneration": generation,
         "conditions": [{
             "type": "Ready",
             "status": ready,
@@ -242,13 +244,13 @@ mod tests {
 
     #[test]
     fn status_names_the_components_not_ready() {
-        let pending = status(&[("a".into(), true), ("b".into(), false)], "t");
+        let pending = status(&[("a".into(), true), ("b".into(), false)], Some(2), "t");
         assert_eq!(pending["state"], "pending");
         assert_eq!(
             pending["conditions"][0]["message"],
             "1 resources not ready: [\"b\"]"
         );
-        let done = status(&[("a".into(), true)], "t");
+        let done = status(&[("a".into(), true)], Some(2), "t");
         assert_eq!(done["state"], "successful");
         assert_eq!(done["conditions"][0]["status"], "True");
     }

@@ -167,13 +167,23 @@ async fn reconcile_graph(
             .get_opt(name)
             .await
             .map_err(api_error(format!("read {name}")))?;
-        let available = current.is_some_and(|c| condition_true(c.status.as_ref(), "Available"));
+        // Available for the component's current spec: a status written before its spec changed
+        // does not count.
+        let available = current.is_some_and(|c| {
+            condition_true(c.status.as_ref(), "Available")
+                && observed(c.status.as_ref()) >= c.metadata.generation
+        });
         readiness.push((name.to_string(), available));
     }
-    let status = graph::status(&readiness, &now());
+    let status = graph::status(&readiness, graph.metadata.generation, &now());
     let done = status["state"] == "successful";
     write_status(&api, &graph.name_any(), graph.status.as_ref(), status).await?;
     Ok(Action::requeue(recheck(done)))
+}
+
+/// A status's `observedGeneration`.
+fn observed(status: Option<&Value>) -> Option<i64> {
+    status.and_then(|s| s["observedGeneration"].as_i64())
 }
 
 async fn write_status<K>(
@@ -240,7 +250,7 @@ async fn reconcile_component(
         &api,
         &name,
         dcd.status.as_ref(),
-        component::status(available, &now()),
+        component::status(available, dcd.metadata.generation, &now()),
     )
     .await?;
     Ok(Action::requeue(recheck(available)))

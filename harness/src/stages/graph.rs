@@ -138,13 +138,19 @@ async fn gpu_node_room(client: &Client) -> Result<Option<NodeRoom>, K8sError> {
         .min_by_key(|r| (r.cpu_millis, r.memory_bytes)))
 }
 
-/// Whether the graph reports the ready state and a `Ready` condition.
+/// Whether the graph reports the ready state and a `Ready` condition, written for its current
+/// spec where the status says which (`observedGeneration`).
 pub fn is_ready(graph: Option<&DynamoGraphDeployment>) -> bool {
-    graph.and_then(|g| g.status.as_ref()).is_some_and(|s| {
-        s["state"] == READY_STATE
-            && conditions(Some(s))
-                .iter()
-                .any(|(t, st, _, _)| t == "Ready" && st == "True")
+    graph.is_some_and(|g| {
+        g.status.as_ref().is_some_and(|s| {
+            s["state"] == READY_STATE
+                && conditions(Some(s))
+                    .iter()
+                    .any(|(t, st, _, _)| t == "Ready" && st == "True")
+                && s["observedGeneration"]
+                    .as_i64()
+                    .is_none_or(|seen| Some(seen) >= g.metadata.generation)
+        })
     })
 }
 
@@ -157,11 +163,21 @@ pub fn describe(graph: Option<&DynamoGraphDeployment>) -> String {
         .into_iter()
         .map(|(t, s, r, m)| format!("{t}={s} ({r}: {m})"))
         .collect();
-    format!(
+    let mut line = format!(
         "state {:?}, {}",
         status["state"].as_str().unwrap_or("none"),
         conditions.join("; ")
-    )
+    );
+    if let (Some(seen), Some(generation)) = (
+        status["observedGeneration"].as_i64(),
+        graph.and_then(|g| g.metadata.generation),
+    ) && seen < generation
+    {
+        line.push_str(&format!(
+            ", written for generation {seen} (the spec is at {generation})"
+        ));
+    }
+    line
 }
 
 /// For each component that is not available: its pods and why they are not ready.
@@ -430,6 +446,14 @@ async fn pods_ready(
     let waited = tokio::time::timeout(config.ready_timeout, async {
         while let Some(event) = stream.next().await {
             if event.is_err() {
+                continue;
+            }
+            // Judged once both are listed: a Deployment not seen yet is not a finished rollout.
+            let pods_listed = futures::FutureExt::now_or_never(reader.wait_until_ready())
+                .is_some_and(|r| r.is_ok());
+            let deployments_listed = futures::FutureExt::now_or_never(rollouts.wait_until_ready())
+                .is_some_and(|r| r.is_ok());
+            if !pods_listed || !deployments_listed {
                 continue;
             }
             let state = reader.state();

@@ -16,10 +16,17 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
         ProviderKind::Local => format!(
             "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and worker processes, \
              one per pod, started by the bridge from each pod's own command and environment and reached through kube-rs \
-             port-forwards via the API server and kwok; Dynamo 0.4.x's etcd and NATS as local processes from Debian; \
+             port-forwards via the API server and kwok, their probes run against them (exec probes with the image's programs); {}; \
              stand-in: the Dynamo operator (the project's controller following the release line's rules: its Go module is refused by this machine's proxy); \
              simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
-            cluster.version, config.dynamo_version
+            cluster.version,
+            config.dynamo_version,
+            match config.dynamo_version.profile().discovery {
+                crate::profile::Discovery::EtcdAndNats =>
+                    "the platform's etcd and NATS as local processes from Debian",
+                crate::profile::Discovery::Kubernetes =>
+                    "discovery through files shared by the namespace's processes (standing in for the Kubernetes API's)",
+            }
         ),
         ProviderKind::Kind if cluster.offline() => {
             let profile = config.dynamo_version.profile();
