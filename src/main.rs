@@ -464,9 +464,8 @@ fn manager() -> ExitCode {
     if let Some(flags) = release.profile().operator_flags {
         let given: Vec<String> = std::env::args().skip(1).collect();
         if let Some(name) = manager::undefined_flag(&flags, &given) {
-            // Go's flag package: the undefined flag, the usage, exit 2.
+            // Go's flag package's words and exit code (it prints the usage after them).
             eprintln!("flag provided but not defined: -{name}");
-            eprint!("{}", manager::usage(&flags));
             return ExitCode::from(2);
         }
     }

@@ -77,24 +77,54 @@ fn run_breaking_at(marker: &str, fault: impl FnOnce() -> String) -> (i32, String
     (status.code().unwrap_or(-1), output, done)
 }
 
-/// The newest pod log directory of a component, and the pid of its process.
-fn process_of(agent_dir: &Path, component: &str) -> (PathBuf, u32) {
-    let pods = agent_dir.join("pods");
-    let newest = std::fs::read_dir(&pods)
-        .expect("the bridge's pod logs")
+/// The log directory of the live pod of a component (`frontend`, `vllmdecodeworker`), and the pid
+/// of its newest process (the bridge's `started pid` line), or why there is none yet.
+fn process_of(
+    config: &Config,
+    agent_dir: &Path,
+    component: &str,
+) -> Result<(PathBuf, u32), String> {
+    let uids = kubectl_unchecked(
+        config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "get",
+            "pods",
+            "-l",
+            &format!("nvidia.com/selector=vllm-v1-disagg-router-{component}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.uid} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ],
+    )
+    .ok_or("kubectl failed")?;
+    // A pod being deleted prints its deletion time after its uid.
+    let uid = uids
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut words| match (words.next(), words.next()) {
+            (Some(uid), None) => Some(uid),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no live pod of {component}"))?;
+    let dir = std::fs::read_dir(agent_dir.join("pods"))
+        .map_err(|e| e.to_string())?
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(component))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .expect("a pod of the component")
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("_{uid}"))
+        })
+        .ok_or_else(|| format!("no log directory of pod {uid}"))?
         .path();
-    let log = std::fs::read_to_string(newest.join("main.log")).expect("its log");
+    let log = std::fs::read_to_string(dir.join("main.log")).map_err(|e| e.to_string())?;
     let pid = log
         .lines()
         .filter_map(|l| l.split("started pid ").nth(1))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
         .next_back()
-        .expect("a started process");
-    (newest, pid)
+        .ok_or_else(|| format!("pod {uid} started no process yet"))?;
+    Ok((dir, pid))
 }
 
 fn kubectl(config: &Config, args: &[&str]) -> String {
@@ -121,7 +151,8 @@ fn a_killed_frontend_process_fails_the_api_cases_naming_its_pod() {
     let config = config();
     let agent_dir = harness::cluster::agent::dir(&config.cache_dir);
     let (code, output, killed) = run_breaking_at("guide::api::frontend_health", || {
-        let (dir, pid) = process_of(&agent_dir, "frontend");
+        let (dir, pid) =
+            process_of(&config, &agent_dir, "frontend").expect("the frontend's process");
         // SIGKILL, as an out-of-memory kill would end it.
         // SAFETY: a plain signal to the frontend process the bridge started.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -490,35 +521,50 @@ fn delete_pods(config: &Config, selector: &str) {
     );
 }
 
-/// Polls (bounded) until a pod matching `selector` has a container waiting for one of `reasons`.
-fn await_waiting(config: &Config, selector: &str, reasons: &[&str]) {
+/// Runs `kubectl -n dynamo-cloud get ARGS` every half second until `done` holds of what it
+/// prints, at most `within`; on timeout, fails saying `what` and what it printed last.
+fn poll_get(
+    config: &Config,
+    args: &[&str],
+    within: Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) {
     let started = Instant::now();
     loop {
-        let seen = kubectl(
-            config,
-            &[
-                "-n",
-                "dynamo-cloud",
-                "get",
-                "pods",
-                "-l",
-                selector,
-                "-o",
-                "jsonpath={.items[*].status.containerStatuses[*].state.waiting.reason}",
-            ],
-        );
-        if reasons
-            .iter()
-            .any(|r| seen.split_whitespace().any(|s| s == *r))
-        {
+        let mut all = vec!["-n", "dynamo-cloud", "get"];
+        all.extend(args);
+        let seen = kubectl(config, &all);
+        if done(&seen) {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no pod of {selector} waited for {reasons:?} within 120 s; last seen: {seen:?}"
+            started.elapsed() < within,
+            "{what} not seen within {within:?}; last seen:\n{seen}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Polls (bounded) until a pod matching `selector` has a container waiting for one of `reasons`.
+fn await_waiting(config: &Config, selector: &str, reasons: &[&str]) {
+    poll_get(
+        config,
+        &[
+            "pods",
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[*].state.waiting.reason}",
+        ],
+        Duration::from_secs(120),
+        &format!("a pod of {selector} waiting for {reasons:?}"),
+        |seen| {
+            reasons
+                .iter()
+                .any(|r| seen.split_whitespace().any(|s| s == *r))
+        },
+    );
 }
 
 /// Runs `case` against the cluster as it is (`--check-only`), expecting it to fail naming
@@ -544,10 +590,15 @@ fn fails_naming(case: &str, diagnosis: &str, also: &[&str]) -> String {
             "the failure should carry {part:?}:\n{output}"
         );
     }
-    // Evidence, shown with `--no-capture`.
-    for line in output
+    // Evidence, shown with `--no-capture`: the case's message and its diagnoses.
+    let block = output
+        .split(&format!("---- {case} ----"))
+        .nth(1)
+        .unwrap_or_default();
+    for line in block
         .lines()
-        .filter(|l| l.contains("waiting:") || l.starts_with("diagnosis:"))
+        .take_while(|l| !l.starts_with("failures:"))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("real:") && !l.starts_with("simulated:"))
     {
         println!("{case}: {}", line.trim());
     }
@@ -571,8 +622,13 @@ fn healed(case: &str) {
 /// Whether the release under test has what a fault needs; says why not (the test is then skipped).
 fn release_has(config: &Config, what: &str, has: bool) -> bool {
     if !has {
+        let other = if config.dynamo_version == harness::profile::DynamoVersion::V0_4_1 {
+            "1.6.1"
+        } else {
+            "0.4.1"
+        };
         println!(
-            "SKIP: Dynamo {} has no {what} (run with DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1)",
+            "SKIP: Dynamo {} has no {what} (run with DYNAMO_CONFORMANCE_DYNAMO_VERSION={other})",
             config.dynamo_version
         );
     }
@@ -820,39 +876,30 @@ fn now_stamp() -> String {
 /// Polls (bounded by `within`) until an event of the graph's namespace with `reason`, created or
 /// seen again at or after `since` ([`now_stamp`]), says `part`.
 fn await_event(config: &Config, reason: &str, part: &str, since: &str, within: Duration) {
-    let started = Instant::now();
-    loop {
-        let seen = kubectl(
-            config,
-            &[
-                "-n",
-                "dynamo-cloud",
-                "get",
-                "events",
-                "--field-selector",
-                &format!("reason={reason}"),
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.creationTimestamp}|{.series.lastObservedTime}|{.message}{\"\\n\"}{end}",
-            ],
-        );
-        let fresh = seen.lines().any(|line| {
-            let mut fields = line.splitn(3, '|');
-            let (created, again, message) = (
-                fields.next().unwrap_or_default(),
-                fields.next().unwrap_or_default(),
-                fields.next().unwrap_or_default(),
-            );
-            (created >= since || again >= since) && message.contains(part)
-        });
-        if fresh {
-            return;
-        }
-        assert!(
-            started.elapsed() < within,
-            "no {reason} event since {since} said {part:?} within {within:?}; last seen:\n{seen}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let selector = format!("reason={reason}");
+    poll_get(
+        config,
+        &[
+            "events",
+            "--field-selector",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.creationTimestamp}|{.series.lastObservedTime}|{.message}{\"\\n\"}{end}",
+        ],
+        within,
+        &format!("a {reason} event since {since} saying {part:?}"),
+        |seen| {
+            seen.lines().any(|line| {
+                let mut fields = line.splitn(3, '|');
+                let (created, again, message) = (
+                    fields.next().unwrap_or_default(),
+                    fields.next().unwrap_or_default(),
+                    fields.next().unwrap_or_default(),
+                );
+                (created >= since || again >= since) && message.contains(part)
+            })
+        },
+    );
 }
 
 /// Holds the runs' activity lock for the test: a kept graph is parked after 60 s without a run,
@@ -929,14 +976,18 @@ struct Hung {
 }
 
 impl Hung {
-    fn new(agent_dir: PathBuf, component: &'static str) -> Hung {
+    fn new(config: Config, agent_dir: PathBuf, component: &'static str) -> Hung {
         use std::sync::atomic::Ordering;
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = done.clone();
         let thread = std::thread::spawn(move || {
             let mut stopped = None;
             while !stop.load(Ordering::Relaxed) {
-                let (_, pid) = process_of(&agent_dir, component);
+                let Ok((_, pid)) = process_of(&config, &agent_dir, component) else {
+                    // Between two pods or two processes.
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                };
                 if stopped != Some(pid) {
                     // SAFETY: a plain signal to the worker process the bridge started.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
@@ -971,7 +1022,7 @@ fn a_hung_worker_restarted_by_its_liveness_probe_is_named_liveness_fails_under_l
     healed("guide::graph::ready");
     let agent_dir = harness::cluster::agent::dir(&config.cache_dir);
     let since = now_stamp();
-    let hung = Hung::new(agent_dir, "vllmdecodeworker");
+    let hung = Hung::new(config.clone(), agent_dir, "vllmdecodeworker");
     // The guide's worker probe: /live every 5 s, 30 s to answer, one failure restarts.
     await_event(
         &config,
@@ -1143,18 +1194,18 @@ impl Drop for Undo<'_> {
     }
 }
 
-/// kubectl, its failure ignored (undoing what may not have been done).
-fn kubectl_unchecked(config: &Config, args: &[&str]) {
+/// kubectl's output, or `None` when it fails (undoing what may not have been done, polling).
+fn kubectl_unchecked(config: &Config, args: &[&str]) -> Option<String> {
     let cluster = harness::cluster::local::status(&config.cache_dir)
         .ok()
-        .flatten();
-    let (Some(cluster), Ok(binaries)) =
-        (cluster, harness::cluster::local::build(&config.cache_dir))
-    else {
-        return;
-    };
-    let _ = Command::new(binaries.kubectl)
+        .flatten()?;
+    let binaries = harness::cluster::local::build(&config.cache_dir).ok()?;
+    let out = Command::new(binaries.kubectl)
         .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
         .args(args)
-        .output();
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -137,7 +137,10 @@ pub fn plan(runs: &[Recorded], only: Option<&str>) -> Result<Plan, CleanupError>
             .entries
             .iter()
             .any(|h| h.action == Action::HandedOver && h.stage == e.stage);
-        if handed {
+        if e.kind == crate::ledger::FILE {
+            plan.left
+                .push((e.clone(), "the run's report: kept for reading".into()));
+        } else if handed {
             plan.left
                 .push((e.clone(), "handed over to the reused environment".into()));
         } else if let Some(user) = in_use.get(&key(e)) {
@@ -507,9 +510,12 @@ mod tests {
                     crate::ledger::PORT_FORWARD,
                     "f:8000 via 127.0.0.1:4000 (pid 9)",
                 ),
+                host(Action::Created, crate::ledger::FILE, "/r/report.json"),
             ],
         );
         let plan = plan(&[killed], None).unwrap();
+        assert_eq!(plan.left.len(), 1, "the report is kept: {:?}", plan.left);
+        assert_eq!(plan.left[0].1, "the run's report: kept for reading");
         let removed: Vec<String> = plan.remove.iter().map(|e| e.name.clone()).collect();
         assert_eq!(removed, ["f:8000 via 127.0.0.1:4000 (pid 9)", "11@6 helm"]);
         assert_eq!(crate::ledger::process_of("11@6 helm"), Some((11, 6)));

@@ -564,6 +564,8 @@ pub async fn gather(dir: &Path, sources: Sources<'_>) -> Result<Bundle, Evidence
         path: archive.clone(),
         source,
     })?;
+    crate::ledger::record_file(dir);
+    crate::ledger::record_file(&archive);
     Ok(Bundle {
         dir: dir.to_path_buf(),
         archive,

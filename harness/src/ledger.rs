@@ -68,6 +68,22 @@ pub const PROCESS: &str = "Process";
 /// The ledger's `kind` of a port-forward the run opened.
 pub const PORT_FORWARD: &str = "PortForward";
 
+/// The ledger's `kind` of a file or directory the run wrote (its report, an evidence bundle).
+pub const FILE: &str = "File";
+
+/// Records a file or directory of the run's report: kept by `cleanup`, which names it.
+pub fn record_file(path: &std::path::Path) {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    record(Entry::now(
+        Action::Created,
+        "report",
+        HOST,
+        FILE,
+        None,
+        &path.display().to_string(),
+    ));
+}
+
 /// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat`, field 22): with the
 /// pid, it tells the process from a later one that reuses its pid. `None` once it is gone.
 pub fn process_start(pid: u32) -> Option<u64> {

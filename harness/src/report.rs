@@ -137,6 +137,7 @@ pub fn write_json(
         &path,
         serde_json::to_string_pretty(&report).expect("the report serializes"),
     )?;
+    crate::ledger::record_file(&path);
     Ok(path)
 }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod compare;
 pub mod probe;
 pub mod request;
+pub mod served;
 pub mod sse;
 pub mod validate;
 

@@ -91,25 +91,6 @@ pub fn undefined_flag(flags: &crate::profile::OperatorFlags, args: &[String]) ->
     None
 }
 
-/// Go's usage text for `flags`, as `flag.Parse` prints it after an undefined flag.
-pub fn usage(flags: &crate::profile::OperatorFlags) -> String {
-    let mut names: Vec<(&str, bool)> = flags
-        .values
-        .iter()
-        .map(|n| (*n, true))
-        .chain(flags.switches.iter().map(|n| (*n, false)))
-        .collect();
-    names.sort_unstable();
-    let mut text = String::from("Usage of /manager:\n");
-    for (name, value) in names {
-        text.push_str(&format!(
-            "  -{name}{}\n",
-            if value { " string" } else { "" }
-        ));
-    }
-    text
-}
-
 /// `:8081` → `0.0.0.0:8081`; `127.0.0.1:8080` as is.
 pub fn bind_address(flag: &str) -> Result<SocketAddr, ManagerError> {
     let full = if flag.starts_with(':') {
@@ -227,6 +208,5 @@ mod tests {
             undefined_flag(&flags, &args(&["--etcdAddr", "--x", "stray", "--y"])),
             None
         );
-        assert!(usage(&flags).contains("  -natsAddr string\n"));
     }
 }

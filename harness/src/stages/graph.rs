@@ -480,6 +480,47 @@ async fn pods_ready(
     }
 }
 
+/// Whether the graph's frontend serves ([`crate::openai::served::served_in_a_row`]), through a
+/// port-forward to a Ready frontend pod.
+async fn frontend_serves(client: &Client, ns: &str, config: &Config) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{}=frontend", crate::operator::component::TYPE_LABEL);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("cannot list the frontend pods: {e}"))?;
+    let ready = |p: &&Pod| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let Some(pod) = listed.items.iter().find(ready) else {
+        return Err("no frontend pod is Ready".into());
+    };
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.ports.as_ref())
+        .and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some("http"))
+                .or(ports.first())
+        })
+        .map_or(8000, |p| p.container_port) as u16;
+    let forward = crate::k8s::forward::PortForward::open(pods, ns, &pod.name_any(), port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let endpoint = crate::openai::Endpoint::new(&forward.url(), config.api_timeouts)
+        .map_err(|e| e.to_string())?;
+    crate::openai::served::served_in_a_row(&endpoint, &config.model)
+        .await
+        .map(drop)
+}
+
 /// Applies the graph (unless someone else's graph of that name is there) and waits until it is ready.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Graph);
@@ -570,6 +611,43 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                 .await
                 .map_err(&fail)?;
             graph_ready().await.map_err(&fail)?;
+            if foreign {
+                return Ok(notes);
+            }
+            // Ready is not serving: a frontend that keeps a removed worker's instance (0.4.1,
+            // after a worker pod is replaced) answers every request 503 or 500 until restarted.
+            if let Err(why) = frontend_serves(&cluster.client, ns, config).await {
+                let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+                let frontends = ListParams::default().labels(&format!(
+                    "{}=frontend",
+                    crate::operator::component::TYPE_LABEL
+                ));
+                pods.delete_collection(&Default::default(), &frontends)
+                    .await
+                    .map_err(|e| {
+                        fail(K8sError::api(
+                            format!("restart the frontend of {ns}/{GRAPH}"),
+                            e,
+                        ))
+                    })?;
+                notes.push(format!(
+                    "the ready graph's frontend did not serve ({why}): its pod was restarted"
+                ));
+                graph_ready().await.map_err(&fail)?;
+                pods_ready(&cluster.client, ns, config, &desired_replicas(&graph.spec))
+                    .await
+                    .map_err(&fail)?;
+                if let Err(why) = frontend_serves(&cluster.client, ns, config).await {
+                    return Err(fail(K8sError::Timeout {
+                        what: format!(
+                            "the frontend of DynamoGraphDeployment {ns}/{GRAPH}, restarted"
+                        ),
+                        condition: "serving its model".into(),
+                        waited: crate::openai::served::SERVED_WITHIN,
+                        last_seen: why,
+                    }));
+                }
+            }
             Ok(notes)
         }
         Err(K8sError::Timeout {
