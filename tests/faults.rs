@@ -597,7 +597,7 @@ fn fails_naming(case: &str, diagnosis: &str, also: &[&str]) -> String {
         .unwrap_or_default();
     for line in block
         .lines()
-        .take_while(|l| !l.starts_with("failures:"))
+        .take_while(|l| !l.trim_end().ends_with("ailures:"))
         .filter(|l| !l.trim().is_empty() && !l.starts_with("real:") && !l.starts_with("simulated:"))
     {
         println!("{case}: {}", line.trim());

@@ -452,14 +452,26 @@ pub fn plan_own(config: &Config) -> Result<Plan, CleanupError> {
 
 /// The lines a cleanup prints: what was removed, what was left and why, what failed.
 pub fn describe(plan: &Plan, done: &Done) -> Vec<String> {
+    let (files, objects): (Vec<_>, Vec<_>) = plan
+        .left
+        .iter()
+        .partition(|(e, _)| e.kind == crate::ledger::FILE);
+    let reports = (!files.is_empty()).then(|| {
+        format!(
+            "left: {} files of the runs' reports, kept for reading (the newest: {})",
+            files.len(),
+            files[0].0.name
+        )
+    });
     done.removed
         .iter()
         .map(|l| format!("removed: {l}"))
         .chain(
-            plan.left
+            objects
                 .iter()
                 .map(|(e, why)| format!("left: {} ({why})", e.object())),
         )
+        .chain(reports)
         .chain(done.left.iter().map(|l| format!("left: {l}")))
         .chain(done.failed.iter().map(|l| format!("could not remove: {l}")))
         .collect()
