@@ -424,6 +424,26 @@ mod tests {
                 ),
                 "liveness-fails-under-load",
             ),
+            // The words of `guide::graph::ready`, as the fault tests on the local provider meet them.
+            (
+                message(
+                    "DynamoGraphDeployment ns/g says \"successful\" while a rollout is under way: g-decode: rolling out: 1 pods of an old revision left",
+                ),
+                "ready-while-rolling-out",
+            ),
+            (
+                message(
+                    "the frontend did not serve 3 completions in a row within 60s (0 in a row, 0 sent); last: /v1/models does not list Qwen/Qwen3-0.6B (observed [])",
+                ),
+                "discovery-mismatch",
+            ),
+            (
+                event(
+                    "Unhealthy",
+                    "Readiness probe failed: /bin/sh: 1: jq: not found",
+                ),
+                "frontend-probe-needs-jq",
+            ),
         ];
         let named: std::collections::BTreeSet<&str> = cases.iter().map(|(_, n)| *n).collect();
         assert_eq!(named.len(), CATALOG.len(), "a case for every entry");
