@@ -790,17 +790,7 @@ fn workers_that_cannot_reach_nats_crash_loop_naming_nats_or_etcd_unreachable() {
     );
     drop(scaled);
     // The bridge judges the platform's reach when it starts a pod: a new pod reaches NATS again.
-    kubectl(
-        &config,
-        &[
-            "-n",
-            "dynamo-cloud",
-            "rollout",
-            "status",
-            "statefulset/dynamo-platform-nats",
-            "--timeout=120s",
-        ],
-    );
+    rollout_status(&config, "statefulset/dynamo-platform-nats");
     delete_pods(&config, selector);
     healed("guide::graph::ready");
 }
@@ -849,9 +839,31 @@ fn service_image(config: &Config, service: &str) -> String {
 
 /// Changes `service`'s main image in the graph, as an upgrade of one component does.
 fn set_service_image(config: &Config, service: &str, image: &str) {
-    let patch = serde_json::json!({"spec": {"services": {service: {
-        "extraPodSpec": {"mainContainer": {"image": image}}
-    }}}});
+    merge_into_graph(
+        config,
+        &serde_json::json!({"spec": {"services": {service: {
+            "extraPodSpec": {"mainContainer": {"image": image}}
+        }}}}),
+    );
+}
+
+/// Waits (`kubectl rollout status`, at most 180 s) until `workload` of the graph's namespace has rolled out.
+fn rollout_status(config: &Config, workload: &str) {
+    kubectl(
+        config,
+        &[
+            "-n",
+            "dynamo-cloud",
+            "rollout",
+            "status",
+            workload,
+            "--timeout=180s",
+        ],
+    );
+}
+
+/// Merges `patch` into the graph (`kubectl patch --type=merge`), as a user's edit would.
+fn merge_into_graph(config: &Config, patch: &serde_json::Value) {
     kubectl(
         config,
         &[
@@ -1147,33 +1159,17 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
         }
     });
     for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
-        let patch = serde_json::json!({"spec": {"services": {service: {"extraPodSpec": {
-            "mainContainer": {"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}
-        }}}}});
-        kubectl(
+        merge_into_graph(
             &config,
-            &[
-                "-n",
-                "dynamo-cloud",
-                "patch",
-                GRAPH,
-                "--type=merge",
-                "-p",
-                &patch.to_string(),
-            ],
+            &serde_json::json!({"spec": {"services": {service: {"extraPodSpec": {
+                "mainContainer": {"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}
+            }}}}}),
         );
     }
     for component in ["vllmdecodeworker", "vllmprefillworker"] {
-        kubectl(
+        rollout_status(
             &config,
-            &[
-                "-n",
-                "dynamo-cloud",
-                "rollout",
-                "status",
-                &format!("deployment/vllm-v1-disagg-router-{component}"),
-                "--timeout=180s",
-            ],
+            &format!("deployment/vllm-v1-disagg-router-{component}"),
         );
     }
     fails_naming(
