@@ -381,18 +381,16 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         .any(|p| matches!(p.action, super::probe::Action::Exec { .. }))
     {
         let cache = shared.cache_dir.clone();
+        let setup = |detail: String| BridgeError::Setup {
+            what: "install curl and jq".into(),
+            detail,
+        };
         tokio::task::spawn_blocking(move || {
             crate::debian::ensure(super::probe::PROGRAMS, &cache, "the pods' exec probes")
         })
         .await
-        .map_err(|e| BridgeError::Setup {
-            what: "install curl and jq".into(),
-            detail: e.to_string(),
-        })?
-        .map_err(|e| BridgeError::Setup {
-            what: "install curl and jq".into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| setup(e.to_string()))?
+        .map_err(|e| setup(e.to_string()))?;
     }
     log.note(&format!(
         "Dynamo {version} from PyPI: {} {}",
@@ -621,8 +619,7 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
                         match startup.check(&http, &shared.dir).await {
                             Ok(()) => started_up = true,
                             Err(e) if started.elapsed() > startup.initial_delay + startup.period * startup.failure_threshold => {
-                                warnings.push(format!("Startup probe failed: {e}"));
-                                kubelet::warn(&recorder, &pod, &container.name, "Unhealthy", warnings.join(""), "Probing").await;
+                                kubelet::warn(&recorder, &pod, &container.name, "Unhealthy", format!("Startup probe failed: {e}"), "Probing").await;
                                 log.note(&format!("startup probe failed {} times: restarting", startup.failure_threshold));
                                 stop_process(&mut child, Duration::from_secs(5)).await;
                                 break child.wait().await;
