@@ -395,21 +395,55 @@ impl KeysOf for ConfigMap {
     }
 }
 
-/// A recorder of events as the kubelet reports them.
-pub fn recorder(client: &Client) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kubelet".into(),
-            instance: Some("dynamo-conformance-agent".into()),
-        },
-    )
+/// The kubelet's event recorder: one series per (type, reason, note, object), as client-go's
+/// correlator keys them.
+///
+/// kube-runtime's [`Recorder`] keys a series without its note, so a `Liveness probe failed` after
+/// a `Readiness probe failed` about the same container would only raise the first event's count
+/// and its words would be lost. Here each distinct note gets its own [`Recorder`] (a repeat of
+/// the same note still counts up its series); at most [`KubeletEvents::NOTES`] are remembered.
+pub struct KubeletEvents {
+    client: Client,
+    by_note: tokio::sync::Mutex<HashMap<String, Recorder>>,
+}
+
+impl KubeletEvents {
+    /// How many distinct notes keep their series; past that the memory starts over.
+    pub const NOTES: usize = 64;
+
+    /// A recorder reporting as `kubelet` through `client`.
+    #[must_use]
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+            by_note: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn recorder_for(&self, note: &str) -> Recorder {
+        let mut by_note = self.by_note.lock().await;
+        if by_note.len() >= Self::NOTES && !by_note.contains_key(note) {
+            by_note.clear();
+        }
+        by_note
+            .entry(note.to_string())
+            .or_insert_with(|| {
+                Recorder::new(
+                    self.client.clone(),
+                    Reporter {
+                        controller: "kubelet".into(),
+                        instance: Some("dynamo-conformance-agent".into()),
+                    },
+                )
+            })
+            .clone()
+    }
 }
 
 /// Records a kubelet `Warning` about `container` of `pod` (`reason` in the kubelet's words:
 /// `Failed`, `BackOff`, `Unhealthy`); a failure to record is printed, not returned.
 pub async fn warn(
-    recorder: &Recorder,
+    events: &KubeletEvents,
     pod: &Pod,
     container: &str,
     reason: &str,
@@ -417,7 +451,7 @@ pub async fn warn(
     action: &str,
 ) {
     record(
-        recorder,
+        events,
         pod,
         container,
         EventType::Warning,
@@ -431,7 +465,7 @@ pub async fn warn(
 /// Records a kubelet event of `type_` about `container` of `pod` (`Killing` is `Normal`); a
 /// failure to record is printed, not returned.
 pub async fn record(
-    recorder: &Recorder,
+    events: &KubeletEvents,
     pod: &Pod,
     container: &str,
     type_: EventType,
@@ -441,6 +475,7 @@ pub async fn record(
 ) {
     let mut reference = pod.object_ref(&());
     reference.field_path = Some(format!("spec.containers{{{container}}}"));
+    let recorder = events.recorder_for(&note).await;
     let event = Event {
         type_,
         reason: reason.into(),
@@ -525,7 +560,7 @@ async fn managers_exiting(pod: &Pod) -> Vec<Blocked> {
 /// Checks one pod and lets kwok start it or records why it waits.
 async fn create(
     client: &Client,
-    recorder: &Recorder,
+    recorder: &KubeletEvents,
     bridge_dir: &Path,
     pod: &Pod,
     retry: bool,
@@ -592,7 +627,7 @@ async fn create(
 
 /// Runs the kubelet's pre-start steps for every pod on kwok's nodes, for as long as it is polled.
 pub async fn run(client: Client, bridge_dir: PathBuf) {
-    let recorder = recorder(&client);
+    let recorder = KubeletEvents::new(&client);
     let (store, writer) = reflector::store();
     let (changed, mut on_change) = watch::channel(());
     let events = reflector(

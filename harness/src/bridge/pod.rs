@@ -82,7 +82,7 @@ async fn back_off_event(shared: &Shared, pod: &Pod, container: &str) {
         pod.namespace().unwrap_or_default(),
         pod.uid().unwrap_or_default()
     );
-    let recorder = kubelet::recorder(&shared.client);
+    let recorder = kubelet::KubeletEvents::new(&shared.client);
     kubelet::warn(&recorder, pod, container, "BackOff", note, "Restarting").await;
 }
 
@@ -556,7 +556,7 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
         }
     }
     let http = reqwest::Client::new();
-    let recorder = kubelet::recorder(&shared.client);
+    let recorder = kubelet::KubeletEvents::new(&shared.client);
     let mut backoff = FIRST_BACKOFF;
     let mut restarts = 0u32;
     let mut last_exit: Option<String> = None;
