@@ -371,7 +371,8 @@ struct GoModule {
 /// `kwok.x-k8s.io/node: fake`: it is what kwok's other runtimes select on
 /// (`--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake`), so the nodes stay managed if
 /// that ever changes. Put a `kwok.x-k8s.io/node=fake:NoSchedule` taint on them if only pods that
-/// tolerate it should land there. kwok's default node stages are in use.
+/// tolerate it should land there. kwok's own node stages are in use, given explicitly
+/// ([`node_stages`]).
 ///
 /// `fixtures/local/k8s/kwokctl.yaml` turns on kwok's PortForward and Logs CRDs (kwokctl installs
 /// them) for the bridge, and replaces kwok's pod stages so that a Dynamo pod is Ready only while its
@@ -405,9 +406,66 @@ fn cluster_lock(cache_dir: &Path) -> Result<FileLock, LocalError> {
 /// The file beside a cluster recording which kwokctl settings (stages, CRDs) created it.
 const CONFIG_STAMP: &str = "dynamo-conformance-config.sha256";
 
-fn config_digest() -> String {
+fn config_digest(config: &str) -> String {
     use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(KWOKCTL_CONFIG.as_bytes()))
+    format!("{:x}", sha2::Sha256::digest(config.as_bytes()))
+}
+
+/// kwok's own node stages, from its module: `node-initialize` and `node-heartbeat-with-lease`.
+///
+/// Given explicitly because kwok v0.7.0 picks its default heartbeat by `node-lease-duration-seconds
+/// == 0`, the reverse of its intent (`pkg/kwok/cmd/root.go`), so a cluster with node leases got
+/// the lease-less heartbeat: a status write per node every 20 s, most of an idle cluster's API
+/// traffic. With leases (kwokctl's 200 s) the status is refreshed every 10 minutes, as kwokctl
+/// itself configures it when it writes the stages. Read once per build from the module cache (the
+/// kwok build fetched the module), then kept beside the binaries.
+fn node_stages(binaries: &Binaries) -> Result<String, LocalError> {
+    let bin = binaries.dir();
+    let kept = bin.join("kwok-node-stages.yaml");
+    if let Ok(text) = std::fs::read_to_string(&kept) {
+        return Ok(text);
+    }
+    let work = bin.parent().unwrap_or(bin).join("src").join("kwok");
+    std::fs::create_dir_all(&work).map_err(|e| LocalError::io(&work, e))?;
+    let go = find_go("Kubernetes")?;
+    let out = command::run(
+        go_command(&go, &work).args([
+            "mod",
+            "download",
+            "-json",
+            &format!("sigs.k8s.io/kwok@{KWOK_VERSION}"),
+        ]),
+        &format!("find kwok {KWOK_VERSION}'s node stages (go mod download)"),
+        Bounds::long(),
+    )?;
+    let module = serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| v["Dir"].as_str().map(PathBuf::from))
+        .ok_or_else(|| CommandError {
+            what: format!("find kwok {KWOK_VERSION}'s module directory"),
+            detail: format!("go mod download -json printed no Dir: {out}"),
+        })?;
+    let stages = [
+        "fast/node-initialize.yaml",
+        "heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    ]
+    .iter()
+    .map(|file| {
+        let path = module.join("kustomize/stage/node").join(file);
+        std::fs::read_to_string(&path).map_err(|e| LocalError::io(&path, e))
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+    let text = format!(
+        "# kwok {KWOK_VERSION}'s node stages, read from its module by dynamo-conformance.\n---\n{}",
+        stages.join("\n---\n")
+    );
+    std::fs::write(&kept, &text).map_err(|e| LocalError::io(&kept, e))?;
+    Ok(text)
+}
+
+/// The kwokctl settings: `fixtures/local/k8s/kwokctl.yaml`, then kwok's node stages.
+fn kwokctl_config(binaries: &Binaries) -> Result<String, LocalError> {
+    Ok(format!("{KWOKCTL_CONFIG}---\n{}", node_stages(binaries)?))
 }
 
 fn config_path(cache_dir: &Path) -> PathBuf {
@@ -415,12 +473,19 @@ fn config_path(cache_dir: &Path) -> PathBuf {
 }
 
 /// A kwokctl command for our cluster, run with the tools in `bin`.
-fn kwokctl(bin: &Path, cache_dir: &Path, args: &[&str]) -> Result<Command, LocalError> {
-    // Our settings instead of ~/.kwok/kwok.yaml.
+fn kwokctl(
+    bin: &Path,
+    cache_dir: &Path,
+    settings: Option<&str>,
+    args: &[&str],
+) -> Result<Command, LocalError> {
+    // Our settings instead of ~/.kwok/kwok.yaml (a cluster that exists keeps its own copy).
     let config = config_path(cache_dir);
-    std::fs::create_dir_all(kwok_workdir(cache_dir))
-        .and_then(|()| std::fs::write(&config, KWOKCTL_CONFIG))
-        .map_err(|e| LocalError::io(&config, e))?;
+    if settings.is_some() || !config.exists() {
+        std::fs::create_dir_all(kwok_workdir(cache_dir))
+            .and_then(|()| std::fs::write(&config, settings.unwrap_or(KWOKCTL_CONFIG)))
+            .map_err(|e| LocalError::io(&config, e))?;
+    }
     // kwokctl checks the API server with the `kubectl` it finds first on PATH, else downloads one.
     let path = std::env::var_os("PATH").unwrap_or_default();
     let path = std::env::join_paths(
@@ -447,10 +512,12 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
     let bin = binaries.dir();
     let _lock = cluster_lock(cache_dir)?;
     let dir = cluster_dir(cache_dir);
+    let settings = kwokctl_config(&binaries)?;
     if dir.join("kwok.yaml").exists() {
         // Reuse only a cluster of these very binaries that answers.
         let ours = apiserver_of(&dir).as_deref() == Some(binaries.kube_apiserver.as_path())
-            && std::fs::read_to_string(dir.join(CONFIG_STAMP)).ok() == Some(config_digest());
+            && std::fs::read_to_string(dir.join(CONFIG_STAMP)).ok()
+                == Some(config_digest(&settings));
         if ours && probe(bin, cache_dir).is_ok() {
             return describe(cache_dir, &binaries.kube_apiserver);
         }
@@ -466,7 +533,7 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
     let started = Instant::now();
     let flag = |name: &str, p: &Path| format!("--{name}={}", p.display());
     command::run(
-        kwokctl(bin, cache_dir, &["create", "cluster"])?
+        kwokctl(bin, cache_dir, Some(&settings), &["create", "cluster"])?
             .arg("--runtime=binary")
             .arg(flag("kube-apiserver-binary", &binaries.kube_apiserver))
             .arg(flag(
@@ -488,7 +555,7 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
     )?;
     wait_ready(bin, cache_dir, READY_WAIT)?;
     let stamp = dir.join(CONFIG_STAMP);
-    std::fs::write(&stamp, config_digest()).map_err(|e| LocalError::io(&stamp, e))?;
+    std::fs::write(&stamp, config_digest(&settings)).map_err(|e| LocalError::io(&stamp, e))?;
     let cluster = describe(cache_dir, &binaries.kube_apiserver)?;
     eprintln!(
         "dynamo-conformance: local cluster up in {:.1} s; kubeconfig {}",
@@ -501,7 +568,12 @@ pub fn up(cache_dir: &Path) -> Result<LocalCluster, LocalError> {
 /// The components' states, as `kwokctl get components -o wide` prints them.
 fn components(bin: &Path, cache_dir: &Path) -> Result<Vec<(String, String)>, LocalError> {
     let out = command::run(
-        &mut kwokctl(bin, cache_dir, &["get", "components", "--output=wide"])?,
+        &mut kwokctl(
+            bin,
+            cache_dir,
+            None,
+            &["get", "components", "--output=wide"],
+        )?,
         "list the local cluster's components",
         Bounds::within(QUERY_WAIT),
     )?;
@@ -685,7 +757,7 @@ fn delete(bin: &Path, cache_dir: &Path) -> Result<(), LocalError> {
     // It removes its context from this kubeconfig (an empty value is refused); none is ever written.
     let contexts = kwok_workdir(cache_dir).join("no-such-kubeconfig.yaml");
     command::run(
-        kwokctl(bin, cache_dir, &["delete", "cluster"])?
+        kwokctl(bin, cache_dir, None, &["delete", "cluster"])?
             .arg(format!("--kubeconfig={}", contexts.display())),
         "delete the local cluster (kwokctl delete cluster)",
         Bounds::within(QUERY_WAIT),
