@@ -517,6 +517,16 @@ fn run(args: RunArgs) -> ExitCode {
             return fail(exit::BAD_INPUT, e);
         }
     }
+    if config.dynamo_version.borrows_profile() && !args.list {
+        // A release without a row of its own must at least exist: one line before any work.
+        match harness::dynamo::install::published(config.dynamo_version) {
+            Ok(()) => {}
+            Err(e @ harness::dynamo::DynamoError::NotPublished { .. }) => {
+                return fail(exit::BAD_INPUT, e);
+            }
+            Err(e) => return fail(exit::ENVIRONMENT, e),
+        }
+    }
     if !args.list {
         match harness::ledger::begin(&config.cache_dir) {
             Ok(run) => println!(
@@ -546,10 +556,10 @@ fn run(args: RunArgs) -> ExitCode {
         ..libtest_mimic::Arguments::default()
     };
     println!(
-        "dynamo-conformance: provider {}, Dynamo {} (profile {}), model {}",
+        "dynamo-conformance: provider {}, Dynamo {} ({}), model {}",
         config.provider.as_str(),
         config.dynamo_version,
-        config.dynamo_version.profile(),
+        config.dynamo_version.judged_by(),
         config.model
     );
     if !args.list {

@@ -355,12 +355,53 @@ fn a_server_that_does_not_speak_http_is_one_line() {
 }
 
 #[test]
-fn an_unknown_dynamo_version_is_one_line() {
-    let output = conformance(&["run", "--dynamo-version", "0.9.9", "--list"]);
+fn a_dynamo_version_that_is_no_release_number_is_one_line() {
+    let output = conformance(&["run", "--dynamo-version", "latest", "--list"]);
     assert_one_line_error(
         &output,
         2,
-        "unknown Dynamo version '0.9.9' (supported: 0.4.1, 1.6.1)",
+        "'latest' is not a Dynamo release number (expected e.g. 0.4.1 or 1.3.0.post1)",
+    );
+    let output = conformance(&["run", "--dynamo-version", "0.3.2", "--list"]);
+    assert_one_line_error(
+        &output,
+        2,
+        "Dynamo 0.3.2 is older than 0.4.1, the oldest release this suite judges",
+    );
+}
+
+/// Asks PyPI (through pip, as an install would).
+#[test]
+fn a_dynamo_version_not_on_pypi_is_one_line_before_any_work() {
+    let output = conformance(&["run", "--dynamo-version", "1.7.0"]);
+    assert_one_line_error(
+        &output,
+        2,
+        "Dynamo 1.7.0 is not on PyPI (ai-dynamo releases there: ",
+    );
+    assert!(
+        !stdout(&output).contains("cluster ready"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_release_without_a_profile_of_its_own_names_the_one_that_judges_it() {
+    let output = conformance(&["run", "--dynamo-version", "1.6.0", "--list"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let judged = "1.6.0"
+        .parse::<harness::release::DynamoVersion>()
+        .unwrap()
+        .judged_by();
+    assert!(
+        judged.contains("1.6.0 has no profile of its own"),
+        "{judged}"
+    );
+    assert!(
+        stdout(&output).contains(&format!("Dynamo 1.6.0 ({judged})")),
+        "{}",
+        stdout(&output)
     );
 }
 

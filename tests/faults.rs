@@ -622,7 +622,7 @@ fn healed(case: &str) {
 /// Whether the release under test has what a fault needs; says why not (the test is then skipped).
 fn release_has(config: &Config, what: &str, has: bool) -> bool {
     if !has {
-        let other = if config.dynamo_version == harness::profile::DynamoVersion::V0_4_1 {
+        let other = if config.dynamo_version == harness::release::DynamoVersion::guide() {
             "1.6.1"
         } else {
             "0.4.1"

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::openai::ApiTimeouts;
-use crate::profile::{DynamoVersion, ProfileError};
+use crate::profile::ProfileError;
+use crate::release::{DynamoVersion, ReleaseError};
 
 /// The environment variable naming a configuration file.
 pub const CONFIG_ENV: &str = "DYNAMO_CONFORMANCE_CONFIG";
@@ -304,11 +305,10 @@ impl Config {
     /// Fills the defaults into a merged layer and checks every value.
     pub fn resolve(layer: ConfigLayer) -> Result<Config, ConfigError> {
         let provider = layer.provider.as_deref().unwrap_or("local").parse()?;
-        let dynamo_version = layer
-            .dynamo_version
-            .as_deref()
-            .unwrap_or(DynamoVersion::V0_4_1.as_str())
-            .parse()?;
+        let dynamo_version = match layer.dynamo_version.as_deref() {
+            Some(version) => version.parse()?,
+            None => DynamoVersion::guide(),
+        };
         let model = layer.model.unwrap_or_else(|| GUIDE_MODEL.to_string());
         if model.trim().is_empty() {
             return Err(ConfigError::Invalid {
@@ -389,9 +389,12 @@ pub enum ConfigError {
         /// What it must be.
         expected: &'static str,
     },
-    /// The Dynamo version or profile is unknown.
+    /// The profile is unknown.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// The Dynamo version is not one the suite can judge.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// The configuration file cannot be read.
     #[error("cannot read the configuration file {path}: {reason}")]
     Unreadable {
@@ -427,7 +430,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_guide() {
         let config = Config::resolve(ConfigLayer::default()).unwrap();
-        assert_eq!(config.dynamo_version, DynamoVersion::V0_4_1);
+        assert_eq!(config.dynamo_version, DynamoVersion::guide());
         assert_eq!(config.model, "Qwen/Qwen3-0.6B");
         assert_eq!(config.namespace, "dynamo-cloud");
         assert_eq!(config.provider, ProviderKind::Local);
@@ -451,7 +454,8 @@ mod tests {
     }
 
     #[rstest]
-    #[case("dynamo_version: 9.9.9\n", "unknown Dynamo version '9.9.9'")]
+    #[case("dynamo_version: latest\n", "'latest' is not a Dynamo release number")]
+    #[case("dynamo_version: 0.3.2\n", "Dynamo 0.3.2 is older than 0.4.1")]
     #[case("provider: minikube\n", "invalid provider 'minikube'")]
     #[case("stream_idle_secs: 0\n", "invalid stream_idle_secs '0'")]
     fn bad_values_are_named(#[case] yaml: &str, #[case] message: &str) {

@@ -7,13 +7,13 @@
 
 use crate::openai::Rule;
 use crate::openai::probe::{Malformed, Withheld};
-use crate::profile::DynamoVersion;
+use crate::release::DynamoVersion;
 
 /// One release's recorded break of one case's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finding {
-    /// The release.
-    pub release: DynamoVersion,
+    /// The release, as PyPI spells it.
+    pub release: &'static str,
     /// The case, e.g. `guide::api::n_choices`.
     pub case: &'static str,
     /// The rules it breaks there.
@@ -28,21 +28,21 @@ pub struct Finding {
 /// Every recorded finding.
 pub const FINDINGS: &[Finding] = &[
     Finding {
-        release: DynamoVersion::V0_4_1,
+        release: "0.4.1",
         case: "guide::api::max_tokens_one",
         rules: &[Rule::ResponseText, Rule::StreamText],
         seen: "max_tokens 1 answers an empty text, finish_reason \"length\" (0.4.1 stops one token short)",
         withheld: &[],
     },
     Finding {
-        release: DynamoVersion::V0_4_1,
+        release: "0.4.1",
         case: "guide::api::n_choices",
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice (n is ignored)",
         withheld: &[],
     },
     Finding {
-        release: DynamoVersion::V0_4_1,
+        release: "0.4.1",
         case: "guide::api::stop_sequence",
         rules: &[Rule::ResponseStatus, Rule::StreamStatus],
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
@@ -53,14 +53,14 @@ pub const FINDINGS: &[Finding] = &[
         withheld: &[Withheld::StopSequence],
     },
     Finding {
-        release: DynamoVersion::V0_4_1,
+        release: "0.4.1",
         case: "guide::api::no_max_tokens",
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500",
         withheld: &[],
     },
     Finding {
-        release: DynamoVersion::V0_4_1,
+        release: "0.4.1",
         case: "guide::api::invalid_parameters_rejected",
         rules: &[Rule::ErrorStatus, Rule::ErrorBody],
         seen: "max_tokens 0 panics the mocker (\"reached max_output_tokens limit\") and wedges \
@@ -71,7 +71,7 @@ pub const FINDINGS: &[Finding] = &[
         ],
     },
     Finding {
-        release: DynamoVersion::V1_6_1,
+        release: "1.6.1",
         case: "guide::api::no_max_tokens",
         rules: &[Rule::StreamErrorEvent, Rule::StreamEventJson],
         seen: "a streamed chat without max_tokens is answered 200, then a data event carrying the \
@@ -80,7 +80,7 @@ pub const FINDINGS: &[Finding] = &[
         withheld: &[],
     },
     Finding {
-        release: DynamoVersion::V1_6_1,
+        release: "1.6.1",
         case: "guide::api::n_choices",
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice (n is ignored)",
@@ -92,7 +92,7 @@ pub const FINDINGS: &[Finding] = &[
 pub fn for_case(release: DynamoVersion, case: &str) -> Option<&'static Finding> {
     FINDINGS
         .iter()
-        .find(|f| f.release == release && f.case == case)
+        .find(|f| f.release == release.to_string() && f.case == case)
 }
 
 #[cfg(test)]
@@ -103,7 +103,7 @@ mod tests {
     fn each_finding_names_a_listed_case_once() {
         for finding in FINDINGS {
             let config = crate::config::Config::resolve(crate::config::ConfigLayer {
-                dynamo_version: Some(finding.release.as_str().into()),
+                dynamo_version: Some(finding.release.into()),
                 ..Default::default()
             })
             .unwrap();

@@ -2,7 +2,7 @@
 //!
 //! The suite replays the guide "NVIDIA Dynamo on Kubernetes" and proves each of its promises
 //! with a named case. This crate holds the pieces: configuration, what each Dynamo release
-//! promises ([`profile`]), the OpenAI API validators ([`openai`]), real Dynamo started
+//! promises ([`profile`]) and which releases it runs ([`release`]), the OpenAI API validators ([`openai`]), real Dynamo started
 //! locally from PyPI ([`dynamo`]), and the ordered cases themselves ([`suite`]).
 
 pub mod bridge;
@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod openai;
 pub mod operator;
 pub mod profile;
+pub mod release;
 pub mod report;
 pub mod stages;
 pub mod suite;

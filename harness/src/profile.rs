@@ -3,54 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A Dynamo release this suite knows how to install and check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DynamoVersion {
-    /// 0.4.1, the release the guide installs.
-    V0_4_1,
-    /// 1.6.1, the newest release on PyPI when this suite was written.
-    V1_6_1,
-}
-
-impl DynamoVersion {
-    /// Every release, oldest first.
-    pub const ALL: [DynamoVersion; 2] = [DynamoVersion::V0_4_1, DynamoVersion::V1_6_1];
-
-    /// The version string as PyPI and the Helm charts spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DynamoVersion::V0_4_1 => "0.4.1",
-            DynamoVersion::V1_6_1 => "1.6.1",
-        }
-    }
-
-    /// The API profile this release is expected to satisfy.
-    pub fn profile(self) -> &'static Profile {
-        match self {
-            DynamoVersion::V0_4_1 => &Profile::V0_4,
-            DynamoVersion::V1_6_1 => &Profile::V1,
-        }
-    }
-}
-
-impl fmt::Display for DynamoVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DynamoVersion {
-    type Err = ProfileError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let trimmed = s.trim().trim_start_matches('v');
-        DynamoVersion::ALL
-            .into_iter()
-            .find(|v| v.as_str() == trimmed)
-            .ok_or_else(|| ProfileError::UnknownVersion(s.to_string()))
-    }
-}
-
 /// How streamed chunks report token usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamUsage {
@@ -344,9 +296,6 @@ impl FromStr for ProfileChoice {
 /// Errors naming a release or profile the suite does not know.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProfileError {
-    /// A Dynamo version outside [`DynamoVersion::ALL`].
-    #[error("unknown Dynamo version '{0}' (supported: 0.4.1, 1.6.1)")]
-    UnknownVersion(String),
     /// A profile name other than `0.4`, `1.x`, `openai` or `auto`.
     #[error("unknown profile '{0}' (expected one of: 0.4, 1.x, openai, auto)")]
     UnknownProfile(String),
@@ -356,23 +305,6 @@ pub enum ProfileError {
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[rstest]
-    #[case("0.4.1", DynamoVersion::V0_4_1)]
-    #[case("v1.6.1", DynamoVersion::V1_6_1)]
-    #[case(" 1.6.1 ", DynamoVersion::V1_6_1)]
-    fn versions_parse(#[case] input: &str, #[case] expected: DynamoVersion) {
-        assert_eq!(input.parse::<DynamoVersion>(), Ok(expected));
-    }
-
-    #[rstest]
-    #[case("0.4.2")]
-    #[case("latest")]
-    #[case("")]
-    fn unknown_versions_are_rejected(#[case] input: &str) {
-        let err = input.parse::<DynamoVersion>().unwrap_err();
-        assert!(err.to_string().contains("supported: 0.4.1, 1.6.1"), "{err}");
-    }
 
     #[rstest]
     #[case("auto", ProfileChoice::Auto)]
@@ -393,8 +325,14 @@ mod tests {
 
     #[test]
     fn each_version_maps_to_its_profile() {
-        assert_eq!(DynamoVersion::V0_4_1.profile().name, "0.4");
-        assert_eq!(DynamoVersion::V1_6_1.profile().name, "1.x");
+        let profile = |v: &str| {
+            v.parse::<crate::release::DynamoVersion>()
+                .unwrap()
+                .profile()
+                .name
+        };
+        assert_eq!(profile("0.4.1"), "0.4");
+        assert_eq!(profile("1.6.1"), "1.x");
         assert_eq!(ProfileChoice::Auto.candidates().len(), Profile::ALL.len());
     }
 }

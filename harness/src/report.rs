@@ -124,8 +124,9 @@ pub fn write_json(
     let run_bundle = run.is_dir().then(|| run.display().to_string());
     let report = json!({
         "provider": config.provider.as_str(),
-        "dynamo_version": config.dynamo_version.as_str(),
+        "dynamo_version": config.dynamo_version.to_string(),
         "profile": config.dynamo_version.profile().name,
+        "judged_by": config.dynamo_version.judged_by(),
         "model": config.model,
         "provenance": provenance,
         "cases": cases,

@@ -17,7 +17,7 @@ use super::kubelet;
 use super::translate::{self, Launch, Role};
 use super::{BridgeError, Shared};
 use crate::k8s::kinds::{DynamoGraphDeployment, KwokLogs, KwokPortForward};
-use crate::profile::DynamoVersion;
+use crate::release::{DynamoVersion, Planes};
 
 /// The pod annotation the bridge sets to `true` while the process passes the readiness probe;
 /// kwok's stages turn the pod Ready or not Ready from it.
@@ -215,7 +215,9 @@ async fn version_of(
             pod: pod.name_any(),
             reason: format!(
                 "image {image:?} names no Dynamo release this suite runs (known: {:?})",
-                DynamoVersion::ALL.map(|v| v.as_str())
+                DynamoVersion::all()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
             ),
         }),
     }
@@ -321,8 +323,8 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         what: format!("install Dynamo {version}"),
         detail: e.to_string(),
     })?;
-    let (etcd_url, nats_url) = match version {
-        DynamoVersion::V0_4_1 => {
+    let (etcd_url, nats_url) = match version.release().planes {
+        Planes::EtcdAndNats => {
             let platform = shared.platform().await?;
             // What a cluster's DNS and kube-proxy would reach; a closed port where they refuse.
             let to = |var: &'static str, local: String| async move {
@@ -351,7 +353,7 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
                 to("NATS_SERVER", platform.nats_url).await,
             )
         }
-        DynamoVersion::V1_6_1 => (None, None),
+        Planes::FileTcpZmq => (None, None),
     };
     let context = translate::LaunchContext {
         version,
@@ -447,7 +449,7 @@ fn spawn(
     Ok(child)
 }
 
-/// Whether the process accepts connections on any of its ports (the 0.4.x start order: workers
+/// Whether the process accepts connections on any of its ports (an ordered start, as 0.4.x's: workers
 /// may start once the frontend answers at all; it says 503 until one registers).
 async fn answers(launch: &Launch) -> bool {
     for port in launch.ports.values() {
@@ -482,7 +484,7 @@ async fn await_peer(
 ) -> bool {
     let started = Instant::now();
     log.note(&format!(
-        "Dynamo 0.4.x start order: waiting for the {role:?} of {dyn_ns} to serve before starting"
+        "ordered start: waiting for the {role:?} of {dyn_ns} to serve before starting"
     ));
     while started.elapsed() < ORDER_WAIT {
         if shared.is_ready(dyn_ns, role) {
@@ -533,7 +535,7 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
         }
     };
     let key = (launch.dynamo_namespace.clone(), launch.role);
-    if launch.version == DynamoVersion::V0_4_1 {
+    if launch.version.release().ordered_start {
         let wait_for = match launch.role {
             Role::Frontend => None,
             Role::Decode => Some(Role::Frontend),
@@ -545,8 +547,8 @@ pub async fn serve(shared: Arc<Shared>, pod: Pod, mut stop: watch::Receiver<bool
                 &pod,
                 false,
                 &format!(
-                    "waiting for the {peer:?} of {} (Dynamo 0.4.x start order)",
-                    launch.dynamo_namespace
+                    "waiting for the {peer:?} of {} (Dynamo {}'s ordered start)",
+                    launch.dynamo_namespace, launch.version
                 ),
             )
             .await;

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::BridgeError;
 use super::probe::Probe;
-use crate::profile::DynamoVersion;
+use crate::release::{DynamoVersion, Planes};
 
 /// What a pod's process needs from outside the pod spec.
 #[derive(Debug, Clone)]
@@ -278,8 +278,8 @@ pub fn launch(
             }
         }
     }
-    let planes: Vec<String> = match context.version {
-        DynamoVersion::V0_4_1 => {
+    let planes: Vec<String> = match context.version.release().planes {
+        Planes::EtcdAndNats => {
             for (var, url) in [
                 ("ETCD_ENDPOINTS", &context.etcd_url),
                 ("NATS_SERVER", &context.nats_url),
@@ -295,7 +295,7 @@ pub fn launch(
             }
             Vec::new()
         }
-        DynamoVersion::V1_6_1 => {
+        Planes::FileTcpZmq => {
             env_set(
                 &mut env,
                 "DYN_FILE_KV",
@@ -467,7 +467,7 @@ mod tests {
     #[test]
     fn the_prefill_worker_becomes_a_mocker_on_its_own_system_port() {
         let pod = &guide_pods()[2];
-        let launch = launch(pod, &context(DynamoVersion::V1_6_1), &mut ports()).unwrap();
+        let launch = launch(pod, &context("1.6.1".parse().unwrap()), &mut ports()).unwrap();
         assert_eq!(launch.role, Role::Prefill);
         assert_eq!(
             &launch.args[..6],
@@ -508,7 +508,7 @@ mod tests {
     #[test]
     fn a_0_4_worker_serves_its_graphs_namespace_on_the_local_platform() {
         let pod = &guide_pods()[1];
-        let launch = launch(pod, &context(DynamoVersion::V0_4_1), &mut ports()).unwrap();
+        let launch = launch(pod, &context(DynamoVersion::guide()), &mut ports()).unwrap();
         assert_eq!(launch.role, Role::Decode);
         assert!(
             launch
@@ -529,7 +529,7 @@ mod tests {
     #[test]
     fn the_frontend_listens_on_loopback_and_keeps_the_guides_probe() {
         let pod = &guide_pods()[0];
-        let launch = launch(pod, &context(DynamoVersion::V0_4_1), &mut ports()).unwrap();
+        let launch = launch(pod, &context(DynamoVersion::guide()), &mut ports()).unwrap();
         let local = launch.ports[&8000];
         assert_eq!(launch.role, Role::Frontend);
         assert!(launch.args.windows(2).any(|w| w == ["--router-mode", "kv"]));
@@ -562,7 +562,7 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "main", "command": ["python3", "-m", "dynamo.sglang"]}]}}))
             .unwrap();
-        let err = launch(&pod, &context(DynamoVersion::V1_6_1), &mut ports())
+        let err = launch(&pod, &context("1.6.1".parse().unwrap()), &mut ports())
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn a_missing_secret_is_named() {
         let mut pod = guide_pods()[1].clone();
-        let mut ctx = context(DynamoVersion::V1_6_1);
+        let mut ctx = context("1.6.1".parse().unwrap());
         ctx.secrets.clear();
         pod.metadata.name = Some("w".into());
         let err = launch(&pod, &ctx, &mut ports()).unwrap_err().to_string();

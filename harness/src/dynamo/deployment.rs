@@ -8,7 +8,7 @@ use super::install::PythonEnv;
 use super::model::ModelDir;
 use super::state::{WorkerRole, WorkerState};
 use super::tools;
-use crate::profile::DynamoVersion;
+use crate::release::{DynamoVersion, Planes};
 
 /// A process to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,8 +162,8 @@ pub fn plan(
         ("DYN_LOG", "info"),
         ("PYTHONUNBUFFERED", "1"),
     ];
-    match version {
-        DynamoVersion::V1_6_1 => {
+    match version.release().planes {
+        Planes::FileTcpZmq => {
             let kv = run_dir.join("discovery").display().to_string();
             let planes = PLANES_1X;
             let mut base_env = pairs(&common_env);
@@ -221,7 +221,7 @@ pub fn plan(
                 },
             })
         }
-        DynamoVersion::V0_4_1 => {
+        Planes::EtcdAndNats => {
             let programs = tools::ensure(&[tools::ETCD, tools::NATS], cache_dir)?;
             let (etcd, nats) = (programs[0].clone(), programs[1].clone());
             let etcd_port = free_port()?.to_string();

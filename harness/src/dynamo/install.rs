@@ -7,20 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::DynamoError;
 use super::lock::FileLock;
-use crate::profile::DynamoVersion;
-
-const REQUIREMENTS_0_4_1: &str =
-    include_str!("../../../fixtures/local/dynamo/0.4.1/requirements.txt");
-const REQUIREMENTS_1_6_1: &str =
-    include_str!("../../../fixtures/local/dynamo/1.6.1/requirements.txt");
-
-/// The pinned requirements of a release (every package, installed with `--no-deps`).
-pub fn requirements(version: DynamoVersion) -> &'static str {
-    match version {
-        DynamoVersion::V0_4_1 => REQUIREMENTS_0_4_1,
-        DynamoVersion::V1_6_1 => REQUIREMENTS_1_6_1,
-    }
-}
+use crate::release::DynamoVersion;
 
 /// A virtual environment holding one Dynamo release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +46,9 @@ pub fn digest(parts: &[&[u8]]) -> String {
 /// The environment for `version` under `cache_dir`, created and filled on first use.
 /// Safe to call from several processes at once: the first installs, the others wait.
 pub fn ensure_env(cache_dir: &Path, version: DynamoVersion) -> Result<PythonEnv, DynamoError> {
-    let requirements = requirements(version);
+    let requirements = version.requirements();
     let key = digest(&[requirements.as_bytes()]);
-    let home = cache_dir.join("dynamo").join(version.as_str());
+    let home = cache_dir.join("dynamo").join(version.to_string());
     let env = PythonEnv {
         root: home.join("venv"),
         version,
@@ -81,6 +68,9 @@ pub fn ensure_env(cache_dir: &Path, version: DynamoVersion) -> Result<PythonEnv,
     );
     if env.root.exists() {
         std::fs::remove_dir_all(&env.root).map_err(|e| DynamoError::io(&env.root, e))?;
+    }
+    if version.borrows_profile() {
+        published(version)?;
     }
     let python = find_python()?;
     run(
@@ -111,6 +101,56 @@ pub fn ensure_env(cache_dir: &Path, version: DynamoVersion) -> Result<PythonEnv,
     )?;
     std::fs::write(&marker, key).map_err(|e| DynamoError::io(&marker, e))?;
     Ok(env)
+}
+
+/// Checks that `version` of `ai-dynamo` is on the package index pip uses (PyPI unless pip is
+/// configured otherwise), with `pip index versions`.
+///
+/// # Errors
+/// [`DynamoError::NotPublished`] naming the newest releases there; [`DynamoError::Command`] when
+/// pip cannot ask the index.
+pub fn published(version: DynamoVersion) -> Result<(), DynamoError> {
+    let output = Command::new(find_python()?)
+        .args(["-m", "pip", "index", "versions", "ai-dynamo"])
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .map_err(|e| DynamoError::Command {
+            what: "ask the package index for ai-dynamo's releases (pip index versions)".into(),
+            detail: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let Some(listed) = available_versions(&text) else {
+        return Err(DynamoError::Command {
+            what: "ask the package index for ai-dynamo's releases (pip index versions)".into(),
+            detail: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    };
+    if listed.iter().any(|v| *v == version.to_string()) {
+        return Ok(());
+    }
+    Err(DynamoError::NotPublished {
+        version: version.to_string(),
+        published: format!(
+            "{}, …",
+            listed
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// The versions of `pip index versions` output's `Available versions:` line, newest first.
+fn available_versions(text: &str) -> Option<Vec<String>> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Available versions:"))
+        .map(|list| list.split(',').map(|v| v.trim().to_string()).collect())
 }
 
 /// A Python 3.10+ interpreter on `PATH`.
@@ -158,4 +198,23 @@ pub(crate) fn run(command: &mut Command, what: &str) -> Result<(), DynamoError> 
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_index_versions_lists_newest_first() {
+        let out =
+            "ai-dynamo (1.6.1)\nAvailable versions: 1.6.1, 1.6.0, 1.3.0.post1\n  INSTALLED: \n";
+        assert_eq!(
+            available_versions(out).unwrap(),
+            ["1.6.1", "1.6.0", "1.3.0.post1"]
+        );
+        assert_eq!(
+            available_versions("ERROR: No matching distribution found"),
+            None
+        );
+    }
 }

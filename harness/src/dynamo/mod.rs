@@ -63,6 +63,14 @@ pub enum DynamoError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The release is not on the package index pip uses.
+    #[error("Dynamo {version} is not on PyPI (ai-dynamo releases there: {published})")]
+    NotPublished {
+        /// The version asked for.
+        version: String,
+        /// The newest releases pip lists, newest first.
+        published: String,
+    },
     /// The supervisor did not stop.
     #[error("the supervisor (pid {pid}) did not stop within {waited:?}")]
     StopTimeout {
@@ -131,7 +139,7 @@ pub fn deployment_dir(config: &Config) -> PathBuf {
     config
         .cache_dir
         .join("run")
-        .join(config.dynamo_version.as_str())
+        .join(config.dynamo_version.to_string())
 }
 
 fn alive(pid: u32) -> bool {
@@ -211,7 +219,7 @@ fn spawn_supervisor(
             "dynamo",
             "supervise",
             "--dynamo-version",
-            config.dynamo_version.as_str(),
+            &config.dynamo_version.to_string(),
             "--model",
             &config.model,
         ])
@@ -350,7 +358,7 @@ pub fn run_supervisor(config: &Config, linger: bool) -> Result<(), DynamoError> 
         let _ = std::fs::remove_dir_all(dir.join(leftover));
     }
     let template = DeploymentState {
-        version: config.dynamo_version.as_str().to_string(),
+        version: config.dynamo_version.to_string(),
         model: config.model.clone(),
         supervisor_pid: std::process::id(),
         phase: Phase::Starting,

@@ -13,7 +13,8 @@ use crate::command::{self, Bounds};
 use crate::debian::{self, Package};
 use crate::dynamo::install::digest;
 use crate::gobuild::{self, GoProgram};
-use crate::profile::{DynamoVersion, Profile};
+use crate::profile::Profile;
+use crate::release::{DynamoVersion, Release};
 
 /// The Debian release every Debian-based image starts from (bookworm's systemd 252 still boots on
 /// a cgroup v1 host; kind's own trixie base would not).
@@ -58,42 +59,34 @@ const NODE_FIXTURE: &[(&str, &str)] = fixture!(
 const DYNAMO_FIXTURE: &[(&str, &str)] = fixture!("dynamo", ["Dockerfile", "vllm_main.py"]);
 
 /// A release of the Dynamo runtime image.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeRelease {
     /// Its tag, e.g. `0.4.1`.
-    pub tag: &'static str,
+    pub tag: String,
     /// The pinned Python set (installed with `--no-deps`).
-    pub requirements: &'static str,
+    pub requirements: String,
     /// The release line's promises (the mocker's role arguments among them).
     pub profile: &'static Profile,
 }
 
-/// Every runtime image the suite can build: the releases under test, and 0.4.0, the guide's
-/// prefill worker image.
-pub const RUNTIMES: [RuntimeRelease; 3] = [
-    RuntimeRelease {
-        tag: "0.4.0",
-        requirements: include_str!("../../../fixtures/kind/dynamo/0.4.0/requirements.txt"),
-        profile: &Profile::V0_4,
-    },
-    RuntimeRelease {
-        tag: "0.4.1",
-        requirements: include_str!("../../../fixtures/local/dynamo/0.4.1/requirements.txt"),
-        profile: &Profile::V0_4,
-    },
-    RuntimeRelease {
-        tag: "1.6.1",
-        requirements: include_str!("../../../fixtures/local/dynamo/1.6.1/requirements.txt"),
-        profile: &Profile::V1,
-    },
-];
-
-/// The runtime images a run of `release` needs: its own, and for the guide's release the guide's
-/// 0.4.0 prefill image beside it.
-pub fn runtime_tags(release: DynamoVersion) -> Vec<&'static str> {
-    match release {
-        DynamoVersion::V0_4_1 => vec!["0.4.1", "0.4.0"],
-        DynamoVersion::V1_6_1 => vec!["1.6.1"],
+impl RuntimeRelease {
+    /// The runtime images a run of `release` needs: its own, then the guide's prefill image's
+    /// (0.4.0 beside the guide's 0.4.1).
+    pub fn of(release: DynamoVersion) -> Vec<RuntimeRelease> {
+        let own = RuntimeRelease {
+            tag: release.to_string(),
+            requirements: release.requirements(),
+            profile: release.profile(),
+        };
+        let prefill = release
+            .guide_prefill()
+            .and_then(Release::of)
+            .map(|row| RuntimeRelease {
+                tag: row.version.to_string(),
+                requirements: row.requirements.to_string(),
+                profile: row.profile,
+            });
+        std::iter::once(own).chain(prefill).collect()
     }
 }
 
@@ -363,7 +356,7 @@ pub struct ClusterArtifacts {
     etcd: PathBuf,
     busybox: Input,
     operator: Vec<Input>,
-    runtimes: Vec<(&'static RuntimeRelease, Input, Input)>,
+    runtimes: Vec<(RuntimeRelease, Input, Input)>,
 }
 
 /// Builds (once per machine) what the guide's images are made of. `exe` is this program, which
@@ -405,12 +398,8 @@ pub fn cluster_artifacts(
     let model = crate::dynamo::model::ensure_model(cache_dir, &env)?;
     let model_key = model.tokenizer_sha256.clone();
     let mut runtimes = Vec::new();
-    for tag in runtime_tags(release) {
-        let runtime = RUNTIMES
-            .iter()
-            .find(|r| r.tag == tag)
-            .expect("every runtime tag is in the table");
-        let wheels = wheels(cache_dir, runtime)?;
+    for runtime in RuntimeRelease::of(release) {
+        let wheels = wheels(cache_dir, &runtime)?;
         runtimes.push((
             runtime,
             wheels,
@@ -440,7 +429,7 @@ fn wheels(cache_dir: &Path, runtime: &RuntimeRelease) -> Result<Input, ImageErro
     if !marker.exists() {
         std::fs::create_dir_all(&dir).map_err(super::io(&dir))?;
         let requirements = dir.join("requirements.txt");
-        std::fs::write(&requirements, runtime.requirements).map_err(super::io(&requirements))?;
+        std::fs::write(&requirements, &runtime.requirements).map_err(super::io(&requirements))?;
         eprintln!(
             "dynamo-conformance: downloading Dynamo {}'s wheels from PyPI into {}",
             runtime.tag,
@@ -651,7 +640,7 @@ pub fn cluster_images(
         let engine = engine_dir.join(format!("engine-{}.json", runtime.tag));
         std::fs::write(&engine, engine_json(runtime)).map_err(super::io(&engine))?;
         let requirements = engine_dir.join(format!("requirements-{}.txt", runtime.tag));
-        std::fs::write(&requirements, runtime.requirements).map_err(super::io(&requirements))?;
+        std::fs::write(&requirements, &runtime.requirements).map_err(super::io(&requirements))?;
         let inputs = vec![
             wheels.clone(),
             model.clone(),
@@ -708,29 +697,37 @@ mod tests {
 
     #[test]
     fn the_guides_release_brings_the_guides_prefill_image() {
-        assert_eq!(runtime_tags(DynamoVersion::V0_4_1), ["0.4.1", "0.4.0"]);
-        assert_eq!(runtime_tags(DynamoVersion::V1_6_1), ["1.6.1"]);
-        for tag in ["0.4.0", "0.4.1", "1.6.1"] {
-            let runtime = RUNTIMES.iter().find(|r| r.tag == tag).unwrap();
+        let runtimes = |v: &str| RuntimeRelease::of(v.parse().unwrap());
+        let guide = runtimes("0.4.1");
+        assert_eq!(
+            guide.iter().map(|r| r.tag.as_str()).collect::<Vec<_>>(),
+            ["0.4.1", "0.4.0"]
+        );
+        assert_eq!(runtimes("1.6.1").len(), 1);
+        for runtime in guide.iter().chain(&runtimes("1.6.1")) {
             assert!(
                 runtime
                     .requirements
-                    .contains(&format!("ai-dynamo=={tag}\n")),
-                "{tag}"
+                    .contains(&format!("ai-dynamo=={}\n", runtime.tag)),
+                "{}",
+                runtime.tag
             );
         }
     }
 
     #[test]
     fn the_engine_file_carries_the_release_lines_role_arguments() {
-        let engine: serde_json::Value = serde_json::from_str(&engine_json(&RUNTIMES[1])).unwrap();
+        let runtime = |v: &str| RuntimeRelease::of(v.parse().unwrap()).remove(0);
+        let engine: serde_json::Value =
+            serde_json::from_str(&engine_json(&runtime("0.4.1"))).unwrap();
         assert_eq!(engine["release"], "0.4.1");
         assert_eq!(
             engine["prefill"],
             serde_json::json!(["--endpoint", "dyn://{namespace}.prefill.generate"])
         );
         assert_eq!(engine["prefill_registers_model"], false);
-        let engine: serde_json::Value = serde_json::from_str(&engine_json(&RUNTIMES[2])).unwrap();
+        let engine: serde_json::Value =
+            serde_json::from_str(&engine_json(&runtime("1.6.1"))).unwrap();
         assert_eq!(
             engine["decode"],
             serde_json::json!(["--disaggregation-mode", "decode"])

@@ -89,7 +89,7 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
                     "name": component_name(&name, service),
                     "namespace": namespace,
                     "labels": labels,
-                    "annotations": { super::RELEASE_ANNOTATION: release.as_str() },
+                    "annotations": { super::RELEASE_ANNOTATION: release.to_string() },
                     "ownerReferences": [{
                         "apiVersion": "nvidia.com/v1alpha1",
                         "kind": "DynamoGraphDeployment",

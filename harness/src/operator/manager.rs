@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_flag_the_releases_operator_does_not_define_is_found_as_go_finds_it() {
-        let flags = crate::profile::DynamoVersion::V0_4_1
+        let flags = crate::release::DynamoVersion::guide()
             .profile()
             .operator_flags
             .unwrap();

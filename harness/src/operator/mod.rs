@@ -36,13 +36,13 @@ pub const RELEASE_ENV: &str = "DYNAMO_OPERATOR_RELEASE";
 /// the guide's 0.4.1.
 pub fn release_of(
     annotations: Option<&std::collections::BTreeMap<String, String>>,
-) -> crate::profile::DynamoVersion {
+) -> crate::release::DynamoVersion {
     annotations
         .and_then(|a| a.get(RELEASE_ANNOTATION))
         .cloned()
         .or_else(|| std::env::var(RELEASE_ENV).ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::profile::DynamoVersion::V0_4_1)
+        .unwrap_or_else(crate::release::DynamoVersion::guide)
 }
 
 /// Errors reconciling a graph or a component.

@@ -39,13 +39,13 @@ pub fn manifest(config: &Config) -> Result<Value, K8sError> {
     let mut text = FIXTURE
         .replace(GUIDE_IMAGE, &image)
         .replace(GUIDE_MODEL, &config.model);
-    if config.dynamo_version != crate::profile::DynamoVersion::V0_4_1 {
+    if config.dynamo_version.guide_prefill().is_none() {
         text = text.replace(GUIDE_PREFILL_IMAGE, &image);
     }
     let mut objects = apply::parse_documents("guide/disagg-graph.yaml", &text)?;
     let mut graph = objects.remove(0);
     graph["metadata"]["annotations"][crate::bridge::pod::VERSION_ANNOTATION] =
-        config.dynamo_version.as_str().into();
+        config.dynamo_version.to_string().into();
     Ok(graph)
 }
 
@@ -543,7 +543,7 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                 .get(crate::bridge::pod::VERSION_ANNOTATION)
                 .cloned()
         })
-        .filter(|v| !foreign && v != config.dynamo_version.as_str());
+        .filter(|v| !foreign && *v != config.dynamo_version.to_string());
     if let (Some(old), Some(graph)) = (&other_release, &existing) {
         // Pod templates that do not name the release (the guide's 0.4.0 prefill image) would not
         // roll, so a graph of another release is replaced rather than updated.

@@ -41,11 +41,13 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
                     "following 1.x's Kubernetes discovery rules",
                 ),
             };
-            let skew = if config.dynamo_version == crate::profile::DynamoVersion::V0_4_1 {
-                " (the guide's prefill image runs its own release, 0.4.0)"
-            } else {
-                ""
-            };
+            let skew = config
+                .dynamo_version
+                .guide_prefill()
+                .map(|prefill| {
+                    format!(" (the guide's prefill image runs its own release, {prefill})")
+                })
+                .unwrap_or_default();
             format!(
                 "real: a kind cluster's kubelets running Dynamo {} (PyPI) frontend and worker containers of the runtime images built here{skew}, \
                  their probes (the frontend's curl | jq included) run by the kubelets, {platform}, \

@@ -480,9 +480,9 @@ async fn with_evidence(
         cluster: cluster::current().map(|c| (c, config.namespace.as_str())),
         metrics,
         release: format!(
-            "{} (profile {})",
+            "{} ({})",
             config.dynamo_version,
-            config.dynamo_version.profile().name
+            config.dynamo_version.judged_by()
         ),
         model: config.model.clone(),
         frontend_service: format!("{}-frontend", crate::stages::graph::GRAPH),
@@ -571,10 +571,9 @@ pub fn trials(config: &Config, supervisor_exe: &Path, recorder: Option<Recorder>
 mod tests {
     use super::*;
     use crate::findings::Finding;
-    use crate::profile::DynamoVersion;
 
     const N_IGNORED: Finding = Finding {
-        release: DynamoVersion::V1_6_1,
+        release: "1.6.1",
         case: "guide::api::n_choices",
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice",
