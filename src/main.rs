@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand};
 use harness::config::{Config, ConfigLayer, ProviderKind};
-use harness::openai::probe::observe_worker;
-use harness::openai::{Answer, ApiProbe, ApiTimeouts, Endpoint, OpenAiError, judge};
+use harness::openai::probe::observe_endpoint;
+use harness::openai::{ApiTimeouts, Endpoint, OpenAiError, judge};
 use harness::profile::{Profile, ProfileChoice};
 use harness::{dynamo, report, suite};
 
@@ -49,6 +49,25 @@ enum Command {
     /// Remove what runs no longer under way created (after a crash or `kill -9`), by their ledgers
     /// under <cache>/runs, or by the run label when a ledger is gone.
     Cleanup(CleanupArgs),
+    /// Put several Dynamo releases through one tier, side by side: matrix.md, matrix.json and
+    /// matrix.html, with what changed between neighbouring releases.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Debug, Args)]
+struct MatrixArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The releases: a comma-separated list (e.g. 0.4.1,1.6.1) or `all` (every release with a row).
+    #[arg(long, default_value = "all")]
+    releases: String,
+    /// `api` (each release's own processes on this machine, checked as `api` checks) or `graph`
+    /// (the guide's cases on the local provider).
+    #[arg(long, default_value = "api")]
+    tier: String,
+    /// Where the matrix files go (default: <report dir>/matrix).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +325,7 @@ fn main() -> ExitCode {
         Command::Local(command) => local_command(command),
         Command::Kind(command) => kind_command(command),
         Command::Cleanup(args) => cleanup(args),
+        Command::Matrix(args) => matrix(args),
     }
 }
 
@@ -336,6 +356,65 @@ async fn clean(
         println!("cleanup: {line}");
     }
     Ok(done.failed.is_empty())
+}
+
+/// Exit: 0 every release ran and kept its profile's promises; 1 one broke a rule or failed a
+/// case; 2 bad flags; 3 a release could not be installed or started.
+fn matrix(args: MatrixArgs) -> ExitCode {
+    use harness::matrix;
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(exit::BAD_INPUT, e),
+    };
+    let (tier, versions) = match (
+        args.tier.parse::<matrix::Tier>(),
+        matrix::releases(&args.releases),
+    ) {
+        (Ok(tier), Ok(versions)) => (tier, versions),
+        (Err(e), _) | (_, Err(e)) => return fail(exit::BAD_INPUT, e),
+    };
+    for version in versions.iter().filter(|v| v.borrows_profile()) {
+        match harness::dynamo::install::published(*version) {
+            Ok(()) => {}
+            Err(e @ harness::dynamo::DynamoError::NotPublished { .. }) => {
+                return fail(exit::BAD_INPUT, e);
+            }
+            Err(e) => return fail(exit::ENVIRONMENT, e),
+        }
+    }
+    let exe = match this_program() {
+        Ok(exe) => exe,
+        Err(code) => return code,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| config.report_dir.join("matrix"));
+    let started = std::time::Instant::now();
+    let result = matrix::run(&config, &exe, tier, &versions, &out);
+    let paths = match result.write(&out) {
+        Ok(paths) => paths,
+        Err(e) => return fail(exit::ENVIRONMENT, e),
+    };
+    print!("{}", result.markdown());
+    println!(
+        "matrix: {} releases in {:.0} s; {}",
+        versions.len(),
+        started.elapsed().as_secs_f64(),
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let failing = (0..result.columns.len()).any(|i| !result.failures_of(i).is_empty());
+    if result.columns.iter().any(|c| c.failure.is_some()) {
+        ExitCode::from(exit::ENVIRONMENT)
+    } else if failing {
+        ExitCode::from(exit::NONCONFORMANT)
+    } else {
+        ExitCode::from(exit::OK)
+    }
 }
 
 fn cleanup(args: CleanupArgs) -> ExitCode {
@@ -685,27 +764,8 @@ fn api(args: ApiArgs) -> ExitCode {
             }
             Ok(_) => {}
         }
-        let mut observations = Vec::new();
-        for probe in ApiProbe::ALL {
-            observations.push(probe.observe(&endpoint, &args.model).await);
-        }
-        // The workers before the edge probes, which may wedge a release (see ApiProbe::EDGES).
-        let mut worker_exchanges = Vec::new();
-        for worker in &workers {
-            let mut exchanges = observe_worker(worker, &endpoint, &args.model).await;
-            // Several workers: each line says whose port answered.
-            for exchange in &mut exchanges {
-                if let harness::openai::probe::Captured::Http(Answer::Answered(c)) =
-                    &mut exchange.captured
-                {
-                    c.request_line = format!("{} ({})", c.request_line, worker.base());
-                }
-            }
-            worker_exchanges.extend(exchanges);
-        }
-        for probe in ApiProbe::EDGES {
-            observations.push(probe.observe(&endpoint, &args.model).await);
-        }
+        let (observations, worker_exchanges) =
+            observe_endpoint(&endpoint, &workers, &args.model).await;
         let verdict = judge(&observations, &worker_exchanges, &args.model, args.profile);
         for check in verdict.checks.iter() {
             println!("{check}");

@@ -23,6 +23,7 @@ pub mod gobuild;
 pub mod images;
 pub mod k8s;
 pub mod ledger;
+pub mod matrix;
 pub mod metrics;
 pub mod openai;
 pub mod operator;

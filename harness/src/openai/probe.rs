@@ -664,6 +664,35 @@ fn cross_checks(exchanges: &[Exchange], model: &str, profile: &Profile, checks: 
     }
 }
 
+/// Everything `api` sends to an endpoint, in its order: [`ApiProbe::ALL`], then each worker's
+/// system port ([`observe_worker`]; each request line names the worker), then the edge probes
+/// ([`ApiProbe::EDGES`], which may wedge a release). Returns the probes' observations and the
+/// workers' exchanges, for [`judge`].
+pub async fn observe_endpoint(
+    frontend: &Endpoint,
+    workers: &[Endpoint],
+    model: &str,
+) -> (Vec<Observation>, Vec<Exchange>) {
+    let mut observations = Vec::new();
+    for probe in ApiProbe::ALL {
+        observations.push(probe.observe(frontend, model).await);
+    }
+    let mut worker_exchanges = Vec::new();
+    for worker in workers {
+        let mut exchanges = observe_worker(worker, frontend, model).await;
+        for exchange in &mut exchanges {
+            if let Captured::Http(Answer::Answered(c)) = &mut exchange.captured {
+                c.request_line = format!("{} ({})", c.request_line, worker.base());
+            }
+        }
+        worker_exchanges.extend(exchanges);
+    }
+    for probe in ApiProbe::EDGES {
+        observations.push(probe.observe(frontend, model).await);
+    }
+    (observations, worker_exchanges)
+}
+
 /// Checks a worker's system port, `/health` ready and `/live`: idle, then again while a
 /// streamed chat of [`GUIDE_MAX_TOKENS`] runs through `frontend` (a liveness probe that fails
 /// under load restarts the pod on a real cluster).

@@ -1,0 +1,846 @@
+//! The release matrix: every rule or case of a tier, one column per release, and what changed between neighbours.
+//!
+//! The `api` tier starts each release's graph on this machine (`dynamo up`'s processes: the
+//! release's own frontend and mocker workers), sends it everything `api` sends, and judges the
+//! answers twice: against the release's profile (its row in [`crate::release`], or the row that
+//! judges it) and against OpenAI's strict contract (rows `openai <rule>`), so that what a release
+//! changed shows even where each release keeps its own promises. The `graph` tier runs the suite's
+//! cases on the local provider for each release (`run`'s report). Releases run one after another;
+//! each release's processes are stopped before the next starts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::openai::check::Checks;
+use crate::openai::probe::{judge, observe_endpoint};
+use crate::openai::{ApiTimeouts, Endpoint};
+use crate::profile::{Profile, ProfileChoice};
+use crate::release::{DynamoVersion, ReleaseError};
+
+/// What each release is put through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The OpenAI API and the workers' health, against the release's processes on this machine.
+    Api,
+    /// The guide's cases on the local provider's cluster.
+    Graph,
+}
+
+impl FromStr for Tier {
+    type Err = MatrixError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "api" => Ok(Tier::Api),
+            "graph" => Ok(Tier::Graph),
+            other => Err(MatrixError::UnknownTier(other.to_string())),
+        }
+    }
+}
+
+impl Tier {
+    fn name(self) -> &'static str {
+        match self {
+            Tier::Api => "api",
+            Tier::Graph => "graph",
+        }
+    }
+}
+
+/// The releases `--releases` names: `all` (every release with a row a run may name), or a
+/// comma-separated list, oldest first once parsed.
+///
+/// # Errors
+/// The first entry that is no release the suite can judge ([`MatrixError::Release`]), or an empty
+/// list.
+pub fn releases(list: &str) -> Result<Vec<DynamoVersion>, MatrixError> {
+    if list.trim() == "all" {
+        return Ok(DynamoVersion::all().collect());
+    }
+    let mut versions = list
+        .split(',')
+        .filter(|v| !v.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<DynamoVersion>, _>>()?;
+    if versions.is_empty() {
+        return Err(MatrixError::NoReleases);
+    }
+    versions.sort();
+    versions.dedup();
+    Ok(versions)
+}
+
+/// One cell's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The rule held, or the case passed.
+    Pass,
+    /// The rule was broken, or the case failed.
+    Fail,
+    /// The case was skipped (its reason is the cell's observation).
+    Skip,
+    /// The case broke exactly what its release's recorded finding names.
+    Known,
+}
+
+impl Mark {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mark::Pass => "PASS",
+            Mark::Fail => "FAIL",
+            Mark::Skip => "SKIP",
+            Mark::Known => "KNOWN",
+        }
+    }
+}
+
+/// One rule or case on one release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    /// The verdict.
+    pub mark: Mark,
+    /// What was observed (a violation's observation, a note, a case's message); may be empty.
+    pub observed: String,
+}
+
+/// One release's column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// The release, as PyPI spells it.
+    pub version: String,
+    /// What judged it (`profile 0.4`, or the row it borrowed).
+    pub judged_by: String,
+    /// How long its turn took, install and start included.
+    pub took: Duration,
+    /// Why it has no verdicts, if it could not be run.
+    pub failure: Option<String>,
+}
+
+/// The matrix: columns in release order, rows in the order first seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// The tier every column went through.
+    pub tier: Tier,
+    /// One per release.
+    pub columns: Vec<Column>,
+    /// Each row's id (a rule id, `openai <rule id>`, or a case name) and its cells, one per
+    /// column (`None`: the release did not report it).
+    pub rows: Vec<(String, Vec<Option<Cell>>)>,
+}
+
+/// A row whose verdict differs between two neighbouring releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The row.
+    pub row: String,
+    /// The older release's cell (`None`: not reported).
+    pub before: Option<Cell>,
+    /// The newer release's cell.
+    pub after: Option<Cell>,
+}
+
+impl Matrix {
+    /// An empty matrix of `tier`.
+    pub fn new(tier: Tier) -> Matrix {
+        Matrix {
+            tier,
+            columns: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a column and its cells (rows it does not name stay empty in it).
+    pub fn push(&mut self, column: Column, cells: Vec<(String, Cell)>) {
+        let n = self.columns.len();
+        self.columns.push(column);
+        for (_, row) in &mut self.rows {
+            row.push(None);
+        }
+        for (id, cell) in cells {
+            match self.rows.iter_mut().find(|(r, _)| *r == id) {
+                Some((_, row)) => row[n] = Some(cell),
+                None => {
+                    let mut row = vec![None; n + 1];
+                    row[n] = Some(cell);
+                    self.rows.push((id, row));
+                }
+            }
+        }
+    }
+
+    /// What changed from each release to the next: rows whose verdict differs, or whose failure
+    /// has another shape (the observation with its strings and numbers blanked: an error body
+    /// `{"error": "…"}` becoming `{"message": "…", "type": "…", "code": 404}`).
+    pub fn changes(&self) -> Vec<((String, String), Vec<Change>)> {
+        self.columns
+            .windows(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                let changed = self
+                    .rows
+                    .iter()
+                    .filter_map(|(id, cells)| {
+                        let (before, after) = (&cells[i], &cells[i + 1]);
+                        let differs = match (before, after) {
+                            (Some(a), Some(b)) => {
+                                a.mark != b.mark
+                                    || (a.mark == Mark::Fail
+                                        && shape(&a.observed) != shape(&b.observed))
+                            }
+                            (None, None) => false,
+                            _ => pair[0].failure.is_none() && pair[1].failure.is_none(),
+                        };
+                        differs.then(|| Change {
+                            row: id.clone(),
+                            before: before.clone(),
+                            after: after.clone(),
+                        })
+                    })
+                    .collect();
+                ((pair[0].version.clone(), pair[1].version.clone()), changed)
+            })
+            .collect()
+    }
+
+    /// The rows a release fails, for its own verdict (`openai` rows aside).
+    pub fn failures_of(&self, column: usize) -> Vec<&str> {
+        self.rows
+            .iter()
+            .filter(|(id, cells)| {
+                !id.starts_with("openai ")
+                    && cells[column].as_ref().is_some_and(|c| c.mark == Mark::Fail)
+            })
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+
+    /// `matrix.md`: the table (observations as numbered footnotes), then what changed.
+    pub fn markdown(&self) -> String {
+        let mut notes: Vec<String> = Vec::new();
+        let mut out = format!("# Dynamo release matrix, {} tier\n\n", self.tier.name());
+        out.push_str("| release | judged by | took | |\n|---|---|---|---|\n");
+        for c in &self.columns {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} s | {} |",
+                c.version,
+                c.judged_by,
+                c.took.as_secs_f64(),
+                c.failure.as_deref().map(escape_md).unwrap_or_default()
+            );
+        }
+        out.push_str("\n| rule or case |");
+        for c in &self.columns {
+            let _ = write!(out, " {} |", c.version);
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(self.columns.len()));
+        out.push('\n');
+        for (id, cells) in &self.rows {
+            let _ = write!(out, "| `{id}` |");
+            for cell in cells {
+                match cell {
+                    None => out.push_str(" – |"),
+                    Some(c) if c.observed.is_empty() => {
+                        let _ = write!(out, " {} |", c.mark.as_str());
+                    }
+                    Some(c) => {
+                        notes.push(c.observed.clone());
+                        let _ = write!(out, " {} [{}] |", c.mark.as_str(), notes.len());
+                    }
+                }
+            }
+            out.push('\n');
+        }
+        out.push_str("\n## What changed\n");
+        for ((from, to), changes) in self.changes() {
+            let _ = writeln!(out, "\n### {from} → {to}\n");
+            if changes.is_empty() {
+                out.push_str("No verdict changed.\n");
+            }
+            for change in changes {
+                let _ = writeln!(
+                    out,
+                    "- `{}`: {} → {}",
+                    change.row,
+                    describe(change.before.as_ref()),
+                    describe(change.after.as_ref())
+                );
+            }
+        }
+        if !notes.is_empty() {
+            out.push_str("\n## Observations\n\n");
+            for (n, note) in notes.iter().enumerate() {
+                let _ = writeln!(out, "{}. {}", n + 1, escape_md(note));
+            }
+        }
+        out
+    }
+
+    /// `matrix.json`: columns, rows with every cell, and the changes.
+    pub fn json(&self) -> Value {
+        let cell = |c: &Option<Cell>| {
+            c.as_ref()
+                .map(|c| json!({"mark": c.mark.as_str(), "observed": c.observed}))
+                .unwrap_or(Value::Null)
+        };
+        json!({
+            "tier": self.tier.name(),
+            "releases": self.columns.iter().map(|c| json!({
+                "version": c.version,
+                "judged_by": c.judged_by,
+                "seconds": c.took.as_secs_f64(),
+                "failure": c.failure,
+            })).collect::<Vec<_>>(),
+            "rows": self.rows.iter().map(|(id, cells)| json!({
+                "id": id,
+                "cells": cells.iter().map(cell).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "changes": self.changes().iter().map(|((from, to), changes)| json!({
+                "from": from,
+                "to": to,
+                "rows": changes.iter().map(|c| json!({
+                    "id": c.row, "before": cell(&c.before), "after": cell(&c.after),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `matrix.html`: the same table, self-contained (inline style, no script); a cell's
+    /// observation shows on hover.
+    pub fn html(&self) -> String {
+        let mut out = String::from(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Dynamo release matrix</title>\n<style>\
+             body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}\
+             td,th{border:1px solid #ccc;padding:2px 8px}td.PASS{background:#dfd}td.FAIL{background:#fdd}\
+             td.SKIP,td.KNOWN{background:#ffd}code{font-size:13px}</style></head><body>\n",
+        );
+        let _ = writeln!(
+            out,
+            "<h1>Dynamo release matrix, {} tier</h1>\n<table><tr><th>rule or case</th>",
+            self.tier.name()
+        );
+        for c in &self.columns {
+            let _ = write!(
+                out,
+                "<th title=\"{}\">{}<br><small>{}, {:.0} s</small></th>",
+                escape_html(c.failure.as_deref().unwrap_or("")),
+                escape_html(&c.version),
+                escape_html(&c.judged_by),
+                c.took.as_secs_f64()
+            );
+        }
+        out.push_str("</tr>\n");
+        for (id, cells) in &self.rows {
+            let _ = write!(out, "<tr><td><code>{}</code></td>", escape_html(id));
+            for cell in cells {
+                match cell {
+                    None => out.push_str("<td>–</td>"),
+                    Some(c) => {
+                        let _ = write!(
+                            out,
+                            "<td class=\"{0}\" title=\"{1}\">{0}</td>",
+                            c.mark.as_str(),
+                            escape_html(&c.observed)
+                        );
+                    }
+                }
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</table>\n<h2>What changed</h2>\n");
+        for ((from, to), changes) in self.changes() {
+            let _ = writeln!(
+                out,
+                "<h3>{} → {}</h3>\n<ul>",
+                escape_html(&from),
+                escape_html(&to)
+            );
+            if changes.is_empty() {
+                out.push_str("<li>No verdict changed.</li>\n");
+            }
+            for change in changes {
+                let _ = writeln!(
+                    out,
+                    "<li><code>{}</code>: {} → {}</li>",
+                    escape_html(&change.row),
+                    escape_html(&describe(change.before.as_ref())),
+                    escape_html(&describe(change.after.as_ref()))
+                );
+            }
+            out.push_str("</ul>\n");
+        }
+        out.push_str("</body></html>\n");
+        out
+    }
+
+    /// Writes `matrix.md`, `matrix.json` and `matrix.html` into `dir`; returns their paths.
+    ///
+    /// # Errors
+    /// The first file that cannot be written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, MatrixError> {
+        std::fs::create_dir_all(dir).map_err(|e| MatrixError::Io(dir.to_path_buf(), e))?;
+        let json = serde_json::to_string_pretty(&self.json()).unwrap_or_default();
+        [
+            ("matrix.md", self.markdown()),
+            ("matrix.json", json),
+            ("matrix.html", self.html()),
+        ]
+        .into_iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map(|()| path.clone())
+                .map_err(|e| MatrixError::Io(path, e))
+        })
+        .collect()
+    }
+}
+
+fn describe(cell: Option<&Cell>) -> String {
+    match cell {
+        None => "not reported".into(),
+        Some(c) if c.observed.is_empty() => c.mark.as_str().into(),
+        Some(c) => format!("{} ({})", c.mark.as_str(), excerpt(&c.observed, 160)),
+    }
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    crate::openai::check::excerpt(text, max)
+}
+
+/// An observation with its strings' contents and its numbers blanked: what a failure looks like,
+/// not what it said this time.
+fn shape(observed: &str) -> String {
+    let mut out = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for ch in observed.chars() {
+        if in_string {
+            match (escaped, ch) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    in_string = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+        } else if ch == '"' {
+            in_string = true;
+            out.push('"');
+        } else if ch.is_ascii_digit() {
+            if !out.ends_with('0') {
+                out.push('0');
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn escape_md(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The cells of one release's `api` verdicts: a row per rule for its own profile, then
+/// `openai <rule>` rows for OpenAI's strict contract. A rule fails when any of its checks does;
+/// the cell then carries the first violation's observation, else the first note.
+pub fn api_cells(own: &Checks, strict: &Checks) -> Vec<(String, Cell)> {
+    let mut cells = rule_cells(own, "");
+    cells.extend(rule_cells(strict, "openai "));
+    cells
+}
+
+fn rule_cells(checks: &Checks, prefix: &str) -> Vec<(String, Cell)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_rule: BTreeMap<String, Cell> = BTreeMap::new();
+    for check in checks.iter() {
+        let id = format!("{prefix}{}", check.rule.id());
+        let cell = by_rule.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            Cell {
+                mark: Mark::Pass,
+                observed: String::new(),
+            }
+        });
+        match &check.violation {
+            Some(v) if cell.mark == Mark::Pass => {
+                cell.mark = Mark::Fail;
+                cell.observed = format!("{}: {}", check.subject, v.observed);
+            }
+            None if cell.mark == Mark::Pass && cell.observed.is_empty() => {
+                if let Some(note) = &check.note {
+                    cell.observed = note.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| by_rule.remove(&id).map(|c| (id, c)))
+        .collect()
+}
+
+/// The cells of one release's `run` report (`report.json`): a row per case.
+pub fn graph_cells(report: &Value) -> Vec<(String, Cell)> {
+    report["cases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|case| {
+            let mark = match case["outcome"].as_str() {
+                Some("passed") => Mark::Pass,
+                Some("skipped") => Mark::Skip,
+                Some("known_failure") => Mark::Known,
+                _ => Mark::Fail,
+            };
+            (
+                case["name"].as_str().unwrap_or_default().to_string(),
+                Cell {
+                    mark,
+                    observed: case["detail"].as_str().unwrap_or_default().to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs the `api` tier on one release: starts its processes (installing it first if need be),
+/// observes them as `api` does, judges the answers, stops what it started.
+///
+/// # Errors
+/// Why the release could not be started (its install, its processes), as one line.
+pub fn api_release(config: &Config, exe: &Path) -> Result<Vec<(String, Cell)>, String> {
+    let local =
+        crate::dynamo::LocalDynamo::attach(config, exe, false).map_err(|e| e.to_string())?;
+    let timeouts = ApiTimeouts::default();
+    let frontend = Endpoint::new(&local.state.frontend_url, timeouts).map_err(|e| e.to_string())?;
+    let workers = local
+        .state
+        .workers
+        .iter()
+        .map(|w| Endpoint::new(&w.system_url, timeouts))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let model = config.model.clone();
+    let observed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .map(|rt| rt.block_on(observe_endpoint(&frontend, &workers, &model)));
+    let started_here = local.started_here;
+    drop(local);
+    if started_here {
+        crate::dynamo::stop(config).map_err(|e| e.to_string())?;
+    }
+    let (observations, worker_exchanges) = observed?;
+    let own = judge(
+        &observations,
+        &worker_exchanges,
+        &model,
+        ProfileChoice::Exactly(config.dynamo_version.profile()),
+    );
+    let strict = judge(
+        &observations,
+        &worker_exchanges,
+        &model,
+        ProfileChoice::Exactly(&Profile::OPENAI),
+    );
+    Ok(api_cells(&own.checks, &strict.checks))
+}
+
+/// Runs `tier` on each of `versions` in turn, printing progress (release n of N, elapsed);
+/// `graph` runs `exe run` per release, its report under `out/graph-<version>`.
+pub fn run(
+    base: &Config,
+    exe: &Path,
+    tier: Tier,
+    versions: &[DynamoVersion],
+    out: &Path,
+) -> Matrix {
+    let mut matrix = Matrix::new(tier);
+    let started = Instant::now();
+    for (n, version) in versions.iter().enumerate() {
+        let config = Config {
+            dynamo_version: *version,
+            ..base.clone()
+        };
+        eprintln!(
+            "matrix: release {}/{} Dynamo {version} ({}), {} tier, {:.0} s elapsed",
+            n + 1,
+            versions.len(),
+            version.judged_by(),
+            tier.name(),
+            started.elapsed().as_secs_f64()
+        );
+        let began = Instant::now();
+        let cells = match tier {
+            Tier::Api => api_release(&config, exe),
+            Tier::Graph => graph_release(&config, exe, &out.join(format!("graph-{version}"))),
+        };
+        let took = began.elapsed();
+        let (cells, failure) = match cells {
+            Ok(cells) => (cells, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let failed = cells
+            .iter()
+            .filter(|(id, c)| c.mark == Mark::Fail && !id.starts_with("openai "))
+            .count();
+        eprintln!(
+            "matrix: release {}/{} Dynamo {version}: {} in {:.0} s",
+            n + 1,
+            versions.len(),
+            match &failure {
+                Some(e) => format!("not run: {e}"),
+                None => format!("{} rows, {failed} failed", cells.len()),
+            },
+            took.as_secs_f64()
+        );
+        matrix.push(
+            Column {
+                version: version.to_string(),
+                judged_by: version.judged_by(),
+                took,
+                failure,
+            },
+            cells,
+        );
+    }
+    matrix
+}
+
+/// Runs the guide's cases on the local provider for one release (a child `run`, its output
+/// passed through), then reads its report.
+fn graph_release(
+    config: &Config,
+    exe: &Path,
+    report_dir: &Path,
+) -> Result<Vec<(String, Cell)>, String> {
+    let status = std::process::Command::new(exe)
+        .args(["run", "--provider", "local", "--dynamo-version"])
+        .arg(config.dynamo_version.to_string())
+        .arg("--model")
+        .arg(&config.model)
+        .arg("--cache-dir")
+        .arg(&config.cache_dir)
+        .arg("--report-dir")
+        .arg(report_dir)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let path = report_dir.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "the run exited with {status} and left no report ({}: {e})",
+            path.display()
+        )
+    })?;
+    let report: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(graph_cells(&report))
+}
+
+/// Errors of the matrix command.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    /// `--tier` other than `api` or `graph`.
+    #[error("unknown tier '{0}' (expected api or graph)")]
+    UnknownTier(String),
+    /// `--releases` named a release the suite cannot judge.
+    #[error("--releases: {0}")]
+    Release(#[from] ReleaseError),
+    /// `--releases` named none.
+    #[error("--releases names no release (give e.g. 0.4.1,1.6.1 or all)")]
+    NoReleases,
+    /// A report file could not be written.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::check::Rule;
+
+    fn cell(mark: Mark, observed: &str) -> Cell {
+        Cell {
+            mark,
+            observed: observed.into(),
+        }
+    }
+
+    fn column(version: &str) -> Column {
+        Column {
+            version: version.into(),
+            judged_by: "profile x".into(),
+            took: Duration::from_secs(1),
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn releases_parse_sorted_and_all_means_every_runnable_row() {
+        let v: Vec<String> = releases("1.6.1,0.4.1,1.6.1")
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(v, ["0.4.1", "1.6.1"]);
+        assert_eq!(releases("all").unwrap().len(), DynamoVersion::all().count());
+        assert!(matches!(releases(" , "), Err(MatrixError::NoReleases)));
+        assert!(
+            releases("0.4.1,latest")
+                .unwrap_err()
+                .to_string()
+                .contains("'latest' is not a Dynamo release number")
+        );
+        assert!(matches!(
+            "web".parse::<Tier>(),
+            Err(MatrixError::UnknownTier(_))
+        ));
+    }
+
+    #[test]
+    fn a_rule_fails_on_its_first_violation_and_keeps_a_passing_note() {
+        let mut own = Checks::default();
+        own.pass(Rule::ModelsEntry, "GET /v1/models");
+        own.fail(
+            Rule::StreamUsage,
+            "POST /v1/completions (stream)",
+            "usage at the end",
+            "usage in chunk 1",
+        );
+        own.fail(
+            Rule::StreamUsage,
+            "POST /v1/chat/completions (stream)",
+            "usage at the end",
+            "usage in chunk 2",
+        );
+        own.pass_noting(
+            Rule::ErrorBody,
+            "POST /v1/completions",
+            "saw {\"error\": \"<message>\"}",
+        );
+        let mut strict = Checks::default();
+        strict.fail(
+            Rule::ErrorBody,
+            "POST /v1/completions",
+            "an OpenAI envelope",
+            "{\"error\": \"Model not found\"}",
+        );
+        let cells = api_cells(&own, &strict);
+        let ids: Vec<&str> = cells.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                Rule::ModelsEntry.id(),
+                Rule::StreamUsage.id(),
+                Rule::ErrorBody.id(),
+                &format!("openai {}", Rule::ErrorBody.id())
+            ]
+        );
+        assert_eq!(
+            cells[1].1,
+            cell(
+                Mark::Fail,
+                "POST /v1/completions (stream): usage in chunk 1"
+            )
+        );
+        assert_eq!(
+            cells[2].1,
+            cell(Mark::Pass, "saw {\"error\": \"<message>\"}")
+        );
+        assert_eq!(cells[3].1.mark, Mark::Fail);
+    }
+
+    #[test]
+    fn changes_are_verdicts_or_failure_shapes_that_differ_between_neighbours() {
+        let mut m = Matrix::new(Tier::Api);
+        m.push(
+            column("0.4.1"),
+            vec![
+                (
+                    "models.object".into(),
+                    cell(Mark::Fail, "\"object\": \"object\""),
+                ),
+                (
+                    "openai error.body".into(),
+                    cell(Mark::Fail, "{\"error\": \"Model not found\"}"),
+                ),
+                (
+                    "response.text".into(),
+                    cell(Mark::Fail, "text \"abc\" of 12 tokens"),
+                ),
+                ("only.old".into(), cell(Mark::Pass, "")),
+            ],
+        );
+        m.push(column("1.6.1"), vec![
+            ("models.object".into(), cell(Mark::Pass, "")),
+            ("openai error.body".into(), cell(Mark::Fail, "{\"message\": \"Model x not found\", \"type\": \"NotFound\", \"code\": 404}")),
+            ("response.text".into(), cell(Mark::Fail, "text \"xyz\" of 7 tokens")),
+            ("only.new".into(), cell(Mark::Pass, "")),
+        ]);
+        let changes = m.changes();
+        assert_eq!(changes.len(), 1);
+        let rows: Vec<&str> = changes[0].1.iter().map(|c| c.row.as_str()).collect();
+        assert_eq!(
+            rows,
+            ["models.object", "openai error.body", "only.old", "only.new"]
+        );
+        assert_eq!(m.failures_of(1), ["response.text"]);
+        let md = m.markdown();
+        assert!(md.contains("| `models.object` | FAIL [1] | PASS |"), "{md}");
+        assert!(md.contains("### 0.4.1 → 1.6.1"), "{md}");
+        let html = m.html();
+        assert!(
+            html.contains("title=\"&quot;object&quot;: &quot;object&quot;\""),
+            "{html}"
+        );
+        assert_eq!(m.json()["rows"][4]["cells"][0], Value::Null);
+    }
+
+    #[test]
+    fn a_release_that_could_not_run_changes_nothing_by_its_absence() {
+        let mut m = Matrix::new(Tier::Api);
+        m.push(column("0.4.1"), vec![("a".into(), cell(Mark::Pass, ""))]);
+        m.push(
+            Column {
+                failure: Some("cannot install".into()),
+                ..column("1.6.1")
+            },
+            Vec::new(),
+        );
+        assert!(m.changes()[0].1.is_empty());
+    }
+
+    #[test]
+    fn graph_cells_follow_the_reports_outcomes() {
+        let report = json!({"cases": [
+            {"name": "guide::a", "outcome": "passed", "detail": ""},
+            {"name": "guide::b", "outcome": "known_failure", "detail": "recorded"},
+            {"name": "guide::c", "outcome": "skipped", "detail": "why"},
+            {"name": "guide::d", "outcome": "failed", "detail": "what"},
+        ]});
+        let marks: Vec<Mark> = graph_cells(&report)
+            .into_iter()
+            .map(|(_, c)| c.mark)
+            .collect();
+        assert_eq!(marks, [Mark::Pass, Mark::Known, Mark::Skip, Mark::Fail]);
+    }
+}
