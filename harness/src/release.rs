@@ -34,6 +34,9 @@ pub struct Release {
     pub guide_prefill: Option<&'static str>,
     /// Whether a run may name it: `false` for a release only ever run as the guide's prefill image.
     pub runnable: bool,
+    /// Whether its profile's facts were seen running this very release here; `false` while it is
+    /// judged by an older release's profile, provisionally, until the matrix shows its own.
+    pub profile_seen: bool,
 }
 
 /// How a release's processes find each other and exchange requests outside Kubernetes.
@@ -47,7 +50,13 @@ pub enum Planes {
     FileTcpZmq,
 }
 
-/// Every release, oldest first.
+/// Every release, oldest first: the newest patch of each minor from the guide's 0.4 to 1.6.
+///
+/// Each row's pinned set, planes and start order were seen running that release here
+/// (2026-12-01: imports, `--help` of `dynamo.frontend` and `dynamo.mocker`; for 1.1.1 to 1.5.1 a
+/// chat completion through file discovery, TCP and ZMQ; 0.5.1 to 1.0.2 need etcd and NATS, 1.0.2's
+/// mocker NATS even with file discovery). A row whose `profile_seen` is `false` is judged by the
+/// nearest release line's profile until `matrix` shows its own facts.
 pub const RELEASES: &[Release] = &[
     Release {
         version: "0.4.0",
@@ -57,6 +66,7 @@ pub const RELEASES: &[Release] = &[
         ordered_start: true,
         guide_prefill: None,
         runnable: false,
+        profile_seen: false,
     },
     Release {
         version: "0.4.1",
@@ -66,6 +76,117 @@ pub const RELEASES: &[Release] = &[
         ordered_start: true,
         guide_prefill: Some("0.4.0"),
         runnable: true,
+        profile_seen: true,
+    },
+    Release {
+        version: "0.5.1",
+        profile: &Profile::V0_4,
+        requirements: include_str!("../../fixtures/local/dynamo/0.5.1/requirements.txt"),
+        planes: Planes::EtcdAndNats,
+        ordered_start: true,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "0.6.1",
+        profile: &Profile::V0_4,
+        requirements: include_str!("../../fixtures/local/dynamo/0.6.1/requirements.txt"),
+        planes: Planes::EtcdAndNats,
+        ordered_start: true,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "0.7.1",
+        profile: &Profile::V0_4,
+        requirements: include_str!("../../fixtures/local/dynamo/0.7.1/requirements.txt"),
+        planes: Planes::EtcdAndNats,
+        ordered_start: true,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "0.8.1",
+        profile: &Profile::V0_4,
+        requirements: include_str!("../../fixtures/local/dynamo/0.8.1/requirements.txt"),
+        planes: Planes::EtcdAndNats,
+        ordered_start: true,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "0.9.1",
+        profile: &Profile::V0_4,
+        requirements: include_str!("../../fixtures/local/dynamo/0.9.1/requirements.txt"),
+        planes: Planes::EtcdAndNats,
+        ordered_start: true,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "1.0.2",
+        profile: &Profile::V0_4,
+        requirements: include_str!("../../fixtures/local/dynamo/1.0.2/requirements.txt"),
+        planes: Planes::EtcdAndNats,
+        ordered_start: true,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "1.1.1",
+        profile: &Profile::V1,
+        requirements: include_str!("../../fixtures/local/dynamo/1.1.1/requirements.txt"),
+        planes: Planes::FileTcpZmq,
+        ordered_start: false,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "1.2.1",
+        profile: &Profile::V1,
+        requirements: include_str!("../../fixtures/local/dynamo/1.2.1/requirements.txt"),
+        planes: Planes::FileTcpZmq,
+        ordered_start: false,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "1.3.1",
+        profile: &Profile::V1,
+        requirements: include_str!("../../fixtures/local/dynamo/1.3.1/requirements.txt"),
+        planes: Planes::FileTcpZmq,
+        ordered_start: false,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "1.4.2",
+        profile: &Profile::V1,
+        requirements: include_str!("../../fixtures/local/dynamo/1.4.2/requirements.txt"),
+        planes: Planes::FileTcpZmq,
+        ordered_start: false,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
+    },
+    Release {
+        version: "1.5.1",
+        profile: &Profile::V1,
+        requirements: include_str!("../../fixtures/local/dynamo/1.5.1/requirements.txt"),
+        planes: Planes::FileTcpZmq,
+        ordered_start: false,
+        guide_prefill: None,
+        runnable: true,
+        profile_seen: false,
     },
     Release {
         version: "1.6.1",
@@ -75,6 +196,7 @@ pub const RELEASES: &[Release] = &[
         ordered_start: false,
         guide_prefill: None,
         runnable: true,
+        profile_seen: true,
     },
 ];
 
@@ -188,6 +310,12 @@ impl DynamoVersion {
                 "profile {}, {}'s ({} has no profile of its own)",
                 self.profile(),
                 self.release.version,
+                self.version
+            )
+        } else if !self.release.profile_seen {
+            format!(
+                "profile {}, provisional ({}'s own facts not yet established)",
+                self.profile(),
                 self.version
             )
         } else {
@@ -323,9 +451,11 @@ mod tests {
     #[case("0.4.1", "0.4.1", false)]
     #[case("v1.6.1", "1.6.1", false)]
     #[case(" 1.6.1 ", "1.6.1", false)]
-    #[case("1.6.0", "0.4.1", true)]
+    #[case("1.6.0", "1.5.1", true)]
     #[case("1.7.0", "1.6.1", true)]
-    #[case("1.3.0.post1", "0.4.1", true)]
+    #[case("1.3.0.post1", "1.2.1", true)]
+    #[case("0.8.1.post3", "0.8.1", true)]
+    #[case("1.0.2", "1.0.2", false)]
     fn a_version_is_judged_by_its_row_or_the_newest_older_one(
         #[case] asked: &str,
         #[case] row: &str,
