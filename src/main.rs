@@ -150,7 +150,8 @@ struct ConfigArgs {
     /// Where the cluster comes from: local, existing or kind.
     #[arg(long)]
     provider: Option<String>,
-    /// The Dynamo release under test: 0.4.1 (the guide's) or 1.6.1.
+    /// The Dynamo release under test (default 0.4.1, the guide's): any release from 0.4.1, judged
+    /// by its row in the release table or the newest older one.
     #[arg(long, value_name = "VERSION")]
     dynamo_version: Option<String>,
     /// The model the graph serves.
