@@ -232,7 +232,11 @@ pub fn supervise(assignment: Assignment) -> Result<(), DynamoError> {
             Err(e) => {
                 stop_all(&mut running);
                 state.phase = Phase::Failed;
-                state.detail = Some(e.to_string());
+                // The reader wraps the detail in NotReady again: keep only what happened.
+                state.detail = Some(match &e {
+                    DynamoError::NotReady { detail } => detail.clone(),
+                    other => other.to_string(),
+                });
                 state.write(&assignment.dir)?;
                 return Err(e);
             }
