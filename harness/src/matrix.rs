@@ -174,19 +174,23 @@ impl Matrix {
         }
     }
 
-    /// What changed from each release to the next: rows whose verdict differs, or whose failure
-    /// has another shape (the observation with its strings and numbers blanked: an error body
-    /// `{"error": "…"}` becoming `{"message": "…", "type": "…", "code": 404}`).
+    /// What changed from each release that ran to the next that ran (a release that could not
+    /// be run is stepped over, so the change shows at the next one that did): rows whose verdict
+    /// differs, or whose failure has another shape (the observation with its strings and numbers
+    /// blanked: an error body `{"error": "…"}` becoming `{"message": "…", "type": "…", "code":
+    /// 404}`).
     pub fn changes(&self) -> Vec<((String, String), Vec<Change>)> {
-        self.columns
-            .windows(2)
-            .enumerate()
-            .map(|(i, pair)| {
+        let ran: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| self.columns[i].failure.is_none())
+            .collect();
+        ran.windows(2)
+            .map(|pair| {
+                let (i, j) = (pair[0], pair[1]);
                 let changed = self
                     .rows
                     .iter()
                     .filter_map(|(id, cells)| {
-                        let (before, after) = (&cells[i], &cells[i + 1]);
+                        let (before, after) = (&cells[i], &cells[j]);
                         let differs = match (before, after) {
                             (Some(a), Some(b)) => {
                                 a.mark != b.mark
@@ -194,7 +198,7 @@ impl Matrix {
                                         && shape(&a.observed) != shape(&b.observed))
                             }
                             (None, None) => false,
-                            _ => pair[0].failure.is_none() && pair[1].failure.is_none(),
+                            _ => true,
                         };
                         differs.then(|| Change {
                             row: id.clone(),
@@ -203,7 +207,13 @@ impl Matrix {
                         })
                     })
                     .collect();
-                ((pair[0].version.clone(), pair[1].version.clone()), changed)
+                (
+                    (
+                        self.columns[i].version.clone(),
+                        self.columns[j].version.clone(),
+                    ),
+                    changed,
+                )
             })
             .collect()
     }
@@ -843,7 +853,7 @@ mod tests {
     }
 
     #[test]
-    fn a_release_that_could_not_run_changes_nothing_by_its_absence() {
+    fn a_release_that_could_not_run_is_stepped_over() {
         let mut m = Matrix::new(Tier::Api);
         m.push(column("0.4.1"), vec![("a".into(), cell(Mark::Pass, ""))]);
         m.push(
@@ -853,7 +863,11 @@ mod tests {
             },
             Vec::new(),
         );
-        assert!(m.changes()[0].1.is_empty());
+        assert!(m.changes().is_empty());
+        m.push(column("1.7.0"), vec![("a".into(), cell(Mark::Fail, "x"))]);
+        let changes = m.changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0, ("0.4.1".to_string(), "1.7.0".to_string()));
     }
 
     #[test]
