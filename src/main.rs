@@ -375,12 +375,8 @@ fn matrix(args: MatrixArgs) -> ExitCode {
         (Err(e), _) | (_, Err(e)) => return fail(exit::BAD_INPUT, e),
     };
     for version in versions.iter().filter(|v| v.borrows_profile()) {
-        match harness::dynamo::install::published(*version) {
-            Ok(()) => {}
-            Err(e @ harness::dynamo::DynamoError::NotPublished { .. }) => {
-                return fail(exit::BAD_INPUT, e);
-            }
-            Err(e) => return fail(exit::ENVIRONMENT, e),
+        if let Err(code) = published(*version) {
+            return code;
         }
     }
     let exe = match this_program() {
@@ -415,6 +411,16 @@ fn matrix(args: MatrixArgs) -> ExitCode {
         ExitCode::from(exit::NONCONFORMANT)
     } else {
         ExitCode::from(exit::OK)
+    }
+}
+
+/// A release without a row of its own must at least exist on PyPI: one line before any work
+/// (bad input when it does not, an environment error when pip cannot ask).
+fn published(version: harness::release::DynamoVersion) -> Result<(), ExitCode> {
+    match harness::dynamo::install::published(version) {
+        Ok(()) => Ok(()),
+        Err(e @ harness::dynamo::DynamoError::NotPublished { .. }) => Err(fail(exit::BAD_INPUT, e)),
+        Err(e) => Err(fail(exit::ENVIRONMENT, e)),
     }
 }
 
@@ -597,15 +603,11 @@ fn run(args: RunArgs) -> ExitCode {
             return fail(exit::BAD_INPUT, e);
         }
     }
-    if config.dynamo_version.borrows_profile() && !args.list {
-        // A release without a row of its own must at least exist: one line before any work.
-        match harness::dynamo::install::published(config.dynamo_version) {
-            Ok(()) => {}
-            Err(e @ harness::dynamo::DynamoError::NotPublished { .. }) => {
-                return fail(exit::BAD_INPUT, e);
-            }
-            Err(e) => return fail(exit::ENVIRONMENT, e),
-        }
+    if config.dynamo_version.borrows_profile()
+        && !args.list
+        && let Err(code) = published(config.dynamo_version)
+    {
+        return code;
     }
     if !args.list {
         match harness::ledger::begin(&config.cache_dir) {
