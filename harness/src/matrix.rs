@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::openai::check::Checks;
+use crate::openai::check::{Checks, excerpt};
 use crate::openai::probe::{judge, observe_endpoint};
 use crate::openai::{ApiTimeouts, Endpoint};
 use crate::profile::{Profile, ProfileChoice};
@@ -419,10 +419,6 @@ fn describe(cell: Option<&Cell>) -> String {
         Some(c) if c.observed.is_empty() => c.mark.as_str().into(),
         Some(c) => format!("{} ({})", c.mark.as_str(), excerpt(&c.observed, 160)),
     }
-}
-
-fn excerpt(text: &str, max: usize) -> String {
-    crate::openai::check::excerpt(text, max)
 }
 
 /// An observation with its strings' contents and its numbers blanked: what a failure looks like,
