@@ -35,10 +35,13 @@ keep junit-dynamo-0.4.1.xml
 DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1 cargo nextest run --test faults --profile "$profile" || status=$?
 keep junit-faults-0.4.1.xml
 
-# The conformance suite again, on the newest release, then its faults (those that need what the
-# release does not run say SKIP and why).
-DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.6.1 cargo nextest run --test conformance --profile "$profile" || status=$?
-keep junit-dynamo-1.6.1.xml
+# The conformance suite again on more releases, one nextest run each (the newest by default;
+# DYNAMO_CONFORMANCE_RELEASES="1.0.2 1.6.1" fans out to those), then the newest release's faults
+# (those that need what the release does not run say SKIP and why).
+for release in ${DYNAMO_CONFORMANCE_RELEASES:-1.6.1}; do
+  DYNAMO_CONFORMANCE_DYNAMO_VERSION=$release cargo nextest run --test conformance --profile "$profile" || status=$?
+  keep "junit-dynamo-$release.xml"
+done
 DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.6.1 cargo nextest run --test faults --profile "$profile" || status=$?
 keep junit-faults-1.6.1.xml
 # The local cluster (its agent and Dynamo processes) stays up between runs of the suite; the

@@ -609,6 +609,12 @@ fn run(args: RunArgs) -> ExitCode {
     {
         return code;
     }
+    if config.provider != ProviderKind::Existing
+        && !args.list
+        && let Err(e) = config.dynamo_version.servable_here()
+    {
+        return fail(exit::ENVIRONMENT, e);
+    }
     if !args.list {
         match harness::ledger::begin(&config.cache_dir) {
             Ok(run) => println!(

@@ -44,7 +44,14 @@ pub const FINDINGS: &[Finding] = &[
     Finding {
         release: "0.4.1",
         case: "guide::api::stop_sequence",
-        rules: &[Rule::ResponseStatus, Rule::StreamStatus],
+        rules: &[
+            Rule::ResponseStatus,
+            Rule::StreamStatus,
+            Rule::StreamTerminated,
+            Rule::StreamDone,
+            Rule::StreamFinishReason,
+            Rule::StopSequence,
+        ],
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
                chat completions stream: Stream ended before generation completed\"), a streamed \
                one is cut (no finish_reason, no [DONE]), and on Kubernetes the frontend then \
@@ -84,6 +91,49 @@ pub const FINDINGS: &[Finding] = &[
         case: "guide::api::n_choices",
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice (n is ignored)",
+        withheld: &[],
+    },
+    // 1.0.2's, from `matrix --releases 1.0.2 --tier api` (2026-12-01), whose graph is restarted
+    // after a probe breaks it: the release's faults, or the mocker's seen through its frontend.
+    Finding {
+        release: "1.0.2",
+        case: "guide::api::stop_sequence",
+        rules: &[Rule::ResponseStatus, Rule::StreamStatus],
+        seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to parse \
+               chat completion response: Disconnected: Stream ended before generation \
+               completed\") and the frontend then answers every request 500 \"instance_id=… not \
+               found\" until restarted; withheld under run",
+        withheld: &[Withheld::StopSequence],
+    },
+    Finding {
+        release: "1.0.2",
+        case: "guide::api::invalid_parameters_rejected",
+        rules: &[Rule::ErrorStatus],
+        seen: "max_tokens 10^9 gets no answer within 30 s and the graph stops serving; withheld \
+               under run",
+        withheld: &[Withheld::Rejection(Malformed::AboveContextMaxTokens)],
+    },
+    Finding {
+        release: "1.0.2",
+        case: "guide::api::malformed_request_rejected",
+        rules: &[Rule::ErrorBody],
+        seen: "invalid JSON is answered in plain text (\"Failed to parse the request body as \
+               JSON: …\"), other bad requests in JSON; 1.3.1 answers JSON",
+        withheld: &[],
+    },
+    Finding {
+        release: "1.0.2",
+        case: "guide::api::n_choices",
+        rules: &[Rule::ChoicesN],
+        seen: "n 3 answers one choice (the mocker ignores n)",
+        withheld: &[],
+    },
+    Finding {
+        release: "1.0.2",
+        case: "guide::api::no_max_tokens",
+        rules: &[Rule::MaxTokensOptional],
+        seen: "a chat without max_tokens answers 500 (\"max_output_tokens must be specified for \
+               mocker\"): the mocker's need, surfaced as a server error",
         withheld: &[],
     },
 ];

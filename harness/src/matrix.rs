@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::openai::check::{Checks, excerpt};
-use crate::openai::probe::{judge, observe_endpoint};
+use crate::openai::client::Answer;
+use crate::openai::probe::{ApiProbe, Captured, judge, observe_worker};
 use crate::openai::{ApiTimeouts, Endpoint};
 use crate::profile::{Profile, ProfileChoice};
 use crate::release::{DynamoVersion, ReleaseError};
@@ -541,32 +542,44 @@ pub fn graph_cells(report: &Value) -> Vec<(String, Cell)> {
 /// Runs the `api` tier on one release: starts its processes (installing it first if need be),
 /// observes them as `api` does, judges the answers, stops what it started.
 ///
+/// A probe after which the frontend no longer answers a plain chat (it broke the graph: 0.4.1's
+/// stop sequence, seen here) is followed by a restart of the release's processes when this
+/// call started them, so one break is reported by the probe that caused it, not by every probe
+/// after it; the `graph.survives_probes` row names the probes that broke it.
+///
 /// # Errors
 /// Why the release could not be started (its install, its processes), as one line.
 pub fn api_release(config: &Config, exe: &Path) -> Result<Vec<(String, Cell)>, String> {
-    let local =
-        crate::dynamo::LocalDynamo::attach(config, exe, false).map_err(|e| e.to_string())?;
-    let timeouts = ApiTimeouts::default();
-    let frontend = Endpoint::new(&local.state.frontend_url, timeouts).map_err(|e| e.to_string())?;
-    let workers = local
-        .state
-        .workers
-        .iter()
-        .map(|w| Endpoint::new(&w.system_url, timeouts))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let model = config.model.clone();
-    let observed = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
-        .map(|rt| rt.block_on(observe_endpoint(&frontend, &workers, &model)));
-    let started_here = local.started_here;
-    drop(local);
-    if started_here {
-        crate::dynamo::stop(config).map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
+    let model = config.model.clone();
+    let mut graph = ApiGraph::start(config, exe)?;
+    let mut observations = Vec::new();
+    for probe in ApiProbe::ALL {
+        observations.push(rt.block_on(probe.observe(&graph.frontend, &model)));
     }
-    let (observations, worker_exchanges) = observed?;
+    let mut worker_exchanges = Vec::new();
+    for worker in &graph.workers {
+        let mut exchanges = rt.block_on(observe_worker(worker, &graph.frontend, &model));
+        for exchange in &mut exchanges {
+            if let Captured::Http(Answer::Answered(c)) = &mut exchange.captured {
+                c.request_line = format!("{} ({})", c.request_line, worker.base());
+            }
+        }
+        worker_exchanges.extend(exchanges);
+    }
+    let mut restarts = Vec::new();
+    for probe in ApiProbe::EDGES {
+        let serving = rt.block_on(serves_chat(&graph.frontend, &model));
+        observations.push(rt.block_on(probe.observe(&graph.frontend, &model)));
+        if serving && !rt.block_on(serves_chat(&graph.frontend, &model)) && graph.started_here {
+            restarts.push(probe.name());
+            graph = graph.restart(config, exe)?;
+        }
+    }
+    graph.stop(config)?;
     let own = judge(
         &observations,
         &worker_exchanges,
@@ -579,11 +592,94 @@ pub fn api_release(config: &Config, exe: &Path) -> Result<Vec<(String, Cell)>, S
         &model,
         ProfileChoice::Exactly(&Profile::OPENAI),
     );
-    Ok(api_cells(
+    let mut cells = api_cells(
         &own.checks,
         &strict.checks,
         &config.dynamo_version.to_string(),
-    ))
+    );
+    cells.push(survival_cell(&restarts, &config.dynamo_version.to_string()));
+    Ok(cells)
+}
+
+/// The `graph.survives_probes` row: PASS when no probe broke the graph; KNOWN when every probe
+/// that did has a recorded finding on `release` (`guide::api::<probe>`); FAIL otherwise.
+pub fn survival_cell(broken_by: &[&str], release: &str) -> (String, Cell) {
+    let recorded = |probe: &&str| {
+        crate::findings::FINDINGS
+            .iter()
+            .any(|f| f.release == release && f.case == format!("guide::api::{probe}"))
+    };
+    let mark = if broken_by.is_empty() {
+        Mark::Pass
+    } else if broken_by.iter().all(recorded) {
+        Mark::Known
+    } else {
+        Mark::Fail
+    };
+    let observed = if broken_by.is_empty() {
+        "no probe broke the graph".to_string()
+    } else {
+        format!(
+            "the frontend no longer answered a plain chat after {}; the release's processes were restarted each time",
+            broken_by.join(", ")
+        )
+    };
+    ("graph.survives_probes".into(), Cell { mark, observed })
+}
+
+/// Whether the frontend answers a plain chat of 4 tokens with 200.
+async fn serves_chat(frontend: &Endpoint, model: &str) -> bool {
+    let body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 4,
+    });
+    matches!(
+        frontend.post_json("/v1/chat/completions", &body).await,
+        Answer::Answered(c) if c.status == 200
+    )
+}
+
+/// One release's running processes, as the `api` tier reaches them.
+struct ApiGraph {
+    frontend: Endpoint,
+    workers: Vec<Endpoint>,
+    started_here: bool,
+    /// Held while probing: a graph started without `linger` stops once no one holds it.
+    local: crate::dynamo::LocalDynamo,
+}
+
+impl ApiGraph {
+    fn start(config: &Config, exe: &Path) -> Result<ApiGraph, String> {
+        let local =
+            crate::dynamo::LocalDynamo::attach(config, exe, false).map_err(|e| e.to_string())?;
+        let timeouts = ApiTimeouts::default();
+        let endpoint = |url: &str| Endpoint::new(url, timeouts).map_err(|e| e.to_string());
+        Ok(ApiGraph {
+            frontend: endpoint(&local.state.frontend_url)?,
+            workers: local
+                .state
+                .workers
+                .iter()
+                .map(|w| endpoint(&w.system_url))
+                .collect::<Result<_, _>>()?,
+            started_here: local.started_here,
+            local,
+        })
+    }
+
+    fn stop(self, config: &Config) -> Result<(), String> {
+        drop(self.local);
+        if self.started_here {
+            crate::dynamo::stop(config).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn restart(self, config: &Config, exe: &Path) -> Result<ApiGraph, String> {
+        self.stop(config)?;
+        ApiGraph::start(config, exe)
+    }
 }
 
 /// Runs `tier` on each of `versions` in turn, printing progress (release n of N, elapsed);
@@ -611,9 +707,12 @@ pub fn run(
             started.elapsed().as_secs_f64()
         );
         let began = Instant::now();
-        let cells = match tier {
-            Tier::Api => api_release(&config, exe),
-            Tier::Graph => graph_release(&config, exe, &out.join(format!("graph-{version}"))),
+        let cells = match (version.servable_here(), tier) {
+            (Err(e), _) => Err(e.to_string()),
+            (Ok(()), Tier::Api) => api_release(&config, exe),
+            (Ok(()), Tier::Graph) => {
+                graph_release(&config, exe, &out.join(format!("graph-{version}")))
+            }
         };
         let took = began.elapsed();
         let (cells, failure) = match cells {
@@ -713,6 +812,53 @@ mod tests {
             took: Duration::from_secs(1),
             failure: None,
         }
+    }
+
+    #[test]
+    fn a_graph_broken_by_a_probe_fails_unless_the_releases_findings_record_that_probe() {
+        assert_eq!(survival_cell(&[], "1.0.2").1.mark, Mark::Pass);
+        let known = survival_cell(&["stop_sequence", "invalid_parameters_rejected"], "1.0.2").1;
+        assert_eq!(known.mark, Mark::Known);
+        assert!(
+            known
+                .observed
+                .contains("after stop_sequence, invalid_parameters_rejected")
+        );
+        assert_eq!(
+            survival_cell(&["non_ascii_text"], "1.0.2").1.mark,
+            Mark::Fail
+        );
+        assert_eq!(
+            survival_cell(&["stop_sequence"], "1.6.1").1.mark,
+            Mark::Fail
+        );
+    }
+
+    #[test]
+    fn a_release_that_needs_the_hub_is_not_run_and_says_why() {
+        let version: DynamoVersion = "0.8.1".parse().unwrap();
+        let err = version.servable_here().unwrap_err().to_string();
+        assert!(err.starts_with("Dynamo 0.8.1 cannot serve here: "), "{err}");
+        assert!(err.contains("Hugging Face Hub"), "{err}");
+        assert!(
+            "1.0.2"
+                .parse::<DynamoVersion>()
+                .unwrap()
+                .servable_here()
+                .is_ok()
+        );
+        let config = Config::resolve(crate::config::ConfigLayer::default()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let matrix = run(
+            &config,
+            Path::new("/nonexistent"),
+            Tier::Api,
+            &[version],
+            out.path(),
+        );
+        let column = &matrix.columns[0];
+        assert_eq!(column.version, "0.8.1");
+        assert_eq!(column.failure.as_deref(), Some(err.as_str()));
     }
 
     #[test]

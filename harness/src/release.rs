@@ -37,6 +37,9 @@ pub struct Release {
     /// Whether its profile's facts were seen running this very release here; `false` while it is
     /// judged by an older release's profile, provisionally, until the matrix shows its own.
     pub profile_seen: bool,
+    /// Why its frontend cannot serve the model on a machine without the Hugging Face Hub, where
+    /// that was seen here; such a release is reported as not run, with this reason.
+    pub needs_the_hub: Option<&'static str>,
 }
 
 /// How a release's processes find each other and exchange requests outside Kubernetes.
@@ -67,9 +70,21 @@ macro_rules! provisional {
             guide_prefill: None,
             runnable: true,
             profile_seen: false,
+            needs_the_hub: None,
+        }
+    };
+    ($version:literal, $profile:expr, $planes:expr, ordered: $ordered:expr, needs_the_hub: $why:expr) => {
+        Release {
+            needs_the_hub: Some($why),
+            ..provisional!($version, $profile, $planes, ordered: $ordered)
         }
     };
 }
+
+/// Seen here with 0.8.1 and 0.9.1: their frontend fetches a registered model's file list from
+/// the Hub's API whatever `HF_HUB_OFFLINE` says (ModelExpress's Hugging Face provider; offline
+/// use of the Hub cache came with 1.0.2).
+const HUB_ONLY: &str = "its frontend asks the Hugging Face Hub's API (huggingface.co/api/models/<model>) for every registered model and has no offline mode (1.0.2 added one); this machine has no route to the Hub";
 
 /// Every release, oldest first: the newest patch of each minor from the guide's 0.4 to 1.6.
 ///
@@ -88,6 +103,7 @@ pub const RELEASES: &[Release] = &[
         guide_prefill: None,
         runnable: false,
         profile_seen: false,
+        needs_the_hub: None,
     },
     Release {
         version: "0.4.1",
@@ -98,12 +114,13 @@ pub const RELEASES: &[Release] = &[
         guide_prefill: Some("0.4.0"),
         runnable: true,
         profile_seen: true,
+        needs_the_hub: None,
     },
     provisional!("0.5.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
     provisional!("0.6.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
     provisional!("0.7.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
-    provisional!("0.8.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
-    provisional!("0.9.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
+    provisional!("0.8.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true, needs_the_hub: HUB_ONLY),
+    provisional!("0.9.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true, needs_the_hub: HUB_ONLY),
     provisional!("1.0.2", &Profile::V1, Planes::EtcdAndNats, ordered: true),
     provisional!("1.1.1", &Profile::V1, Planes::FileTcpZmq, ordered: false),
     provisional!("1.2.1", &Profile::V1, Planes::FileTcpZmq, ordered: false),
@@ -119,6 +136,7 @@ pub const RELEASES: &[Release] = &[
         guide_prefill: None,
         runnable: true,
         profile_seen: true,
+        needs_the_hub: None,
     },
 ];
 
@@ -245,6 +263,18 @@ impl DynamoVersion {
         }
     }
 
+    /// Whether it can serve here: `Err` with the reason when its frontend needs the Hugging Face
+    /// Hub ([`Release::needs_the_hub`]).
+    pub fn servable_here(&self) -> Result<(), ReleaseError> {
+        match self.release.needs_the_hub {
+            Some(why) => Err(ReleaseError::NeedsTheHub {
+                version: self.version.to_string(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The guide's prefill image's release beside this one (0.4.1's guide pins 0.4.0); none for a
     /// release judged by another's row.
     pub fn guide_prefill(&self) -> Option<&'static str> {
@@ -361,6 +391,14 @@ pub enum ReleaseError {
         asked: String,
         /// The oldest runnable row.
         oldest: String,
+    },
+    /// Its frontend needs the Hugging Face Hub, which this machine cannot reach.
+    #[error("Dynamo {version} cannot serve here: {why}")]
+    NeedsTheHub {
+        /// The version asked for.
+        version: String,
+        /// What was seen ([`Release::needs_the_hub`]).
+        why: &'static str,
     },
 }
 

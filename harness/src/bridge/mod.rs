@@ -117,14 +117,13 @@ impl Shared {
             }
         };
         let cache = self.cache_dir.clone();
-        let programs =
-            tokio::task::spawn_blocking(move || tools::ensure(&[tools::ETCD, tools::NATS], &cache))
-                .await
-                .map_err(|e| BridgeError::Setup {
-                    what: "install etcd and NATS".into(),
-                    detail: e.to_string(),
-                })?
-                .map_err(setup("install etcd and NATS"))?;
+        let programs = tokio::task::spawn_blocking(move || tools::ensure(&cache))
+            .await
+            .map_err(|e| BridgeError::Setup {
+                what: "install etcd and NATS".into(),
+                detail: e.to_string(),
+            })?
+            .map_err(setup("install etcd and NATS"))?;
         let port = || crate::dynamo::deployment::free_port().map_err(setup("pick a port"));
         let (client, peer, nats, monitor) = (port()?, port()?, port()?, port()?);
         let data = self.dir.join("platform");
@@ -144,8 +143,8 @@ impl Shared {
         );
         let mut children = Vec::new();
         for (program, args, log) in [
-            (&programs[0], &etcd_args[..], "etcd.log"),
-            (&programs[1], &nats_args[..], "nats.log"),
+            (&programs.etcd, &etcd_args[..], "etcd.log"),
+            (&programs.nats, &nats_args[..], "nats.log"),
         ] {
             std::fs::create_dir_all(&data).map_err(|e| BridgeError::Setup {
                 what: format!("create {}", data.display()),

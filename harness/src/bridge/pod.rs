@@ -308,6 +308,10 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
     if let Some(note) = note {
         log.note(&note);
     }
+    version.servable_here().map_err(|e| BridgeError::Setup {
+        what: format!("run Dynamo {version}"),
+        detail: e.to_string(),
+    })?;
     let cache = shared.cache_dir.clone();
     let (env, model) = tokio::task::spawn_blocking(move || {
         let env = crate::dynamo::install::ensure_env(&cache, version)?;
@@ -359,6 +363,7 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         version,
         python: env.python(),
         model_path: model.path.display().to_string(),
+        hf_home: model.hf_home().display().to_string(),
         secrets: secrets_of(shared, pod).await,
         etcd_url,
         nats_url,
@@ -376,6 +381,12 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         })
     };
     let launch = translate::launch(pod, &context, &mut free)?;
+    if let Some(name) = translate::flag_value(&launch.args, "--model-name") {
+        model.hf_snapshot(&name).map_err(|e| BridgeError::Setup {
+            what: format!("lay the model out as {name} in the Hugging Face cache"),
+            detail: e.to_string(),
+        })?;
+    }
     let probes = &launch.probes;
     if [&probes.startup, &probes.readiness, &probes.liveness]
         .into_iter()

@@ -18,6 +18,9 @@ pub struct LaunchContext {
     pub python: PathBuf,
     /// The tokenizer directory the mocker loads in place of the model's weights.
     pub model_path: String,
+    /// The Hugging Face home in which that directory is laid out under the names it is served as
+    /// ([`crate::dynamo::model::ModelDir::hf_snapshot`]).
+    pub hf_home: String,
     /// Secrets of the pod's namespace the container refers to, by name, then key.
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
     /// The real etcd standing in for the platform's (0.4.x).
@@ -104,7 +107,8 @@ pub fn command_words(container: &Container) -> Vec<String> {
     words
 }
 
-fn flag_value(words: &[String], flag: &str) -> Option<String> {
+/// The value of `flag` in `words` (`--flag value` or `--flag=value`), if given.
+pub fn flag_value(words: &[String], flag: &str) -> Option<String> {
     let eq = format!("{flag}=");
     words.iter().enumerate().find_map(|(i, w)| {
         if w == flag {
@@ -260,6 +264,7 @@ pub fn launch(
     let loopback = [
         ("DYN_SYSTEM_HOST", "127.0.0.1"),
         ("HF_HUB_OFFLINE", "1"),
+        ("HF_HOME", context.hf_home.as_str()),
         ("PYTHONUNBUFFERED", "1"),
     ];
     for (k, v) in loopback {
@@ -301,8 +306,8 @@ pub fn launch(
                 "DYN_FILE_KV",
                 context.discovery_dir.display().to_string(),
             );
-            for var in crate::dynamo::deployment::LOOPBACK_HOSTS_1X {
-                env_set(&mut env, var, "127.0.0.1");
+            for (var, host) in crate::dynamo::deployment::LOOPBACK_HOSTS_1X {
+                env_set(&mut env, var, host);
             }
             // The operator's Kubernetes discovery needs real pods; the bridge's processes share files.
             env_set(&mut env, "DYN_DISCOVERY_BACKEND", "file");
@@ -433,6 +438,7 @@ mod tests {
             version,
             python: "/venv/bin/python".into(),
             model_path: "/models/qwen".into(),
+            hf_home: "/models/qwen.hf".into(),
             secrets: [(
                 "hf-token-secret".to_string(),
                 [("HF_TOKEN".to_string(), "hf_secret".to_string())].into(),

@@ -67,12 +67,15 @@ pub const PLANES_1X: [&str; 6] = [
     "zmq",
 ];
 
-/// Where 1.x binds its planes and system server; without them, the machine's first address.
-pub const LOOPBACK_HOSTS_1X: [&str; 4] = [
-    "DYN_TCP_RPC_HOST",
-    "DYN_TCP_RESPONSE_STREAM_HOST",
-    "DYN_EVENT_PLANE_HOST",
-    "DYN_SYSTEM_HOST",
+/// Where 1.x binds its planes and system server (variable, value); without them, the machine's
+/// first address. 1.2.1 to 1.5.1 read `DYN_TCP_RESPONSE_STREAM_HOST` as an interface name
+/// ("Interface not found: 127.0.0.1"; 1.1.1 then finds no model), 1.6.1 takes either: `lo`
+/// serves all of 1.1.1 to 1.6.1 (seen here).
+pub const LOOPBACK_HOSTS_1X: [(&str, &str); 4] = [
+    ("DYN_TCP_RPC_HOST", "127.0.0.1"),
+    ("DYN_TCP_RESPONSE_STREAM_HOST", "lo"),
+    ("DYN_EVENT_PLANE_HOST", "127.0.0.1"),
+    ("DYN_SYSTEM_HOST", "127.0.0.1"),
 ];
 
 /// Ports handed out, lowest and highest: Dynamo reads `DYN_SYSTEM_PORT` as an i16,
@@ -150,6 +153,7 @@ pub fn plan(
     run_dir: &Path,
     cache_dir: &Path,
 ) -> Result<Plan, DynamoError> {
+    version.servable_here()?;
     let python = env.python();
     let model_path = model.path.display().to_string();
     let http_port = free_port()?.to_string();
@@ -157,8 +161,11 @@ pub fn plan(
     let decode_port = free_port()?.to_string();
     let prefill_port = free_port()?.to_string();
     let system_url = |port: &str| format!("http://127.0.0.1:{port}");
+    model.hf_snapshot(model_name)?;
+    let hf_home = model.hf_home().display().to_string();
     let common_env = [
         ("HF_HUB_OFFLINE", "1"),
+        ("HF_HOME", hf_home.as_str()),
         ("DYN_LOG", "info"),
         ("PYTHONUNBUFFERED", "1"),
     ];
@@ -168,7 +175,7 @@ pub fn plan(
             let planes = PLANES_1X;
             let mut base_env = pairs(&common_env);
             base_env.push(("DYN_FILE_KV".into(), kv));
-            base_env.extend(LOOPBACK_HOSTS_1X.map(|k| (k.to_string(), "127.0.0.1".to_string())));
+            base_env.extend(pairs(&LOOPBACK_HOSTS_1X));
             let worker = |name: &'static str, mode: &str, port: &str| {
                 let extra = [&["--disaggregation-mode", mode][..], &planes[..]].concat();
                 mocker(
@@ -222,8 +229,7 @@ pub fn plan(
             })
         }
         Planes::EtcdAndNats => {
-            let programs = tools::ensure(&[tools::ETCD, tools::NATS], cache_dir)?;
-            let (etcd, nats) = (programs[0].clone(), programs[1].clone());
+            let tools::PlanePrograms { etcd, nats } = tools::ensure(cache_dir)?;
             let etcd_port = free_port()?.to_string();
             let etcd_peer = free_port()?.to_string();
             let nats_port = free_port()?.to_string();

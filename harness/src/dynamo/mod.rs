@@ -71,6 +71,9 @@ pub enum DynamoError {
         /// The newest releases pip lists, newest first.
         published: String,
     },
+    /// The release cannot run here ([`crate::release::DynamoVersion::servable_here`]).
+    #[error(transparent)]
+    Release(#[from] crate::release::ReleaseError),
     /// The supervisor did not stop.
     #[error("the supervisor (pid {pid}) did not stop within {waited:?}")]
     StopTimeout {

@@ -1,4 +1,4 @@
-//! Finds the system programs Dynamo 0.4.1 needs (etcd, NATS), installing Debian's packages when missing.
+//! The planes of releases that use etcd and NATS: Debian's etcd and nats-server 2.10 from the Go proxy.
 
 use std::path::{Path, PathBuf};
 
@@ -11,11 +11,6 @@ pub type SystemTool = crate::debian::Package;
 pub const ETCD: SystemTool = SystemTool {
     program: "etcd",
     package: "etcd-server",
-};
-/// NATS with JetStream, the request plane of Dynamo 0.4.x.
-pub const NATS: SystemTool = SystemTool {
-    program: "nats-server",
-    package: "nats-server",
 };
 
 /// etcd as a one-member cluster named `name` on loopback URLs, its data in `data_dir`.
@@ -57,16 +52,39 @@ pub fn nats_args(port: &str, monitor: &str, store_dir: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// The path of each tool, installing the missing ones with apt-get when running as root.
-pub fn ensure(tools: &[SystemTool], cache_dir: &Path) -> Result<Vec<PathBuf>, DynamoError> {
-    crate::debian::ensure(tools, cache_dir, "Dynamo 0.4.x").map_err(|e| match e {
-        crate::debian::DebianError::Missing { packages, .. } => DynamoError::Missing {
-            what: format!("{packages} (needed by Dynamo 0.4.x)"),
-            hint: format!("run: sudo apt-get install -y {packages}"),
-        },
-        other => DynamoError::Command {
-            what: "install etcd and NATS from Debian".into(),
-            detail: other.to_string(),
-        },
-    })
+/// The etcd and NATS programs of one platform.
+#[derive(Debug, Clone)]
+pub struct PlanePrograms {
+    /// Debian's `etcd` (3.4.23 on bookworm), installed with apt-get when missing.
+    pub etcd: PathBuf,
+    /// nats-server v2.10.21, the platform chart's NATS release, built from the Go module proxy
+    /// ([`crate::images::programs::NATS_SERVER`]). Debian's 2.9.10 does not do: the frontends
+    /// of Dynamo 0.8.1 and 0.9.1 fail on its JetStream answers ("JetStream not available: …
+    /// data did not match any variant of untagged enum Response", seen here).
+    pub nats: PathBuf,
+}
+
+/// etcd and NATS, installing etcd with apt-get when running as root and building NATS once per
+/// machine (its progress lines on stderr).
+pub fn ensure(cache_dir: &Path) -> Result<PlanePrograms, DynamoError> {
+    let etcd = crate::debian::ensure(&[ETCD], cache_dir, "Dynamo's etcd and NATS planes")
+        .map_err(|e| match e {
+            crate::debian::DebianError::Missing { packages, .. } => DynamoError::Missing {
+                what: format!("{packages} (the etcd of Dynamo's etcd and NATS planes)"),
+                hint: format!("run: sudo apt-get install -y {packages}"),
+            },
+            other => DynamoError::Command {
+                what: "install etcd from Debian".into(),
+                detail: other.to_string(),
+            },
+        })?
+        .remove(0);
+    let program = &*crate::images::programs::NATS_SERVER;
+    let nats = crate::gobuild::build(cache_dir, program, "[planes]")
+        .map_err(|e| DynamoError::Command {
+            what: format!("build {}", program.title),
+            detail: e.to_string(),
+        })?
+        .join("nats-server");
+    Ok(PlanePrograms { etcd, nats })
 }

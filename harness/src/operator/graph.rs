@@ -40,6 +40,102 @@ pub fn dynamo_namespace(
     }
 }
 
+/// A graph spec's services as v1alpha1 spells them (`spec.services`, a map by service name),
+/// from either version: v1alpha1's map as written, or v1beta1's `spec.components` list mapped as
+/// the operator's own conversion does (ai-dynamo/dynamo `deploy/operator/api/v1alpha1/`
+/// `*_conversion.go`, read on main 2026-08): `name` is the key; `type` frontend stays
+/// `componentType`, prefill and decode become a `worker` of that `subComponentType`; the
+/// `main` container's `image`, `workingDir`, `command`, `args` and `startupProbe` go to
+/// `extraPodSpec.mainContainer`, its `env` to `envs`, a `secretRef` of `envFrom` to
+/// `envFromSecret`, its `resources` (`nvidia.com/gpu` as `gpu`) and liveness and readiness
+/// probes to the service; the rest of the pod spec to `extraPodSpec`.
+///
+/// # Errors
+/// Why the spec has neither shape, or a component no `main` container, as one line.
+pub fn services_of(spec: &Value) -> Result<Map<String, Value>, String> {
+    if let Some(services) = spec["services"].as_object() {
+        return Ok(services.clone());
+    }
+    let components = spec["components"]
+        .as_array()
+        .ok_or("spec.services (v1alpha1) and spec.components (v1beta1) are both missing")?;
+    let mut services = Map::new();
+    for component in components {
+        let name = component["name"]
+            .as_str()
+            .ok_or("a component of spec.components has no name")?;
+        let mut pod = component["podTemplate"]["spec"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut containers = pod
+            .remove("containers")
+            .and_then(|c| c.as_array().cloned())
+            .unwrap_or_default();
+        let main = containers
+            .iter()
+            .position(|c| c["name"] == "main")
+            .map(|i| containers.remove(i))
+            .and_then(|c| c.as_object().cloned())
+            .ok_or_else(|| format!("component {name} has no container named main"))?;
+        let mut service = Map::new();
+        match component["type"].as_str().unwrap_or("worker") {
+            kind @ ("prefill" | "decode") => {
+                service.insert("componentType".into(), "worker".into());
+                service.insert("subComponentType".into(), kind.into());
+            }
+            kind => {
+                service.insert("componentType".into(), kind.into());
+            }
+        }
+        service.insert(
+            "replicas".into(),
+            component.get("replicas").cloned().unwrap_or(json!(1)),
+        );
+        let mut main_container = Map::new();
+        for (key, value) in main {
+            match key.as_str() {
+                "env" => {
+                    service.insert("envs".into(), value);
+                }
+                "envFrom" => {
+                    if let Some(secret) = value
+                        .as_array()
+                        .and_then(|e| e.iter().find_map(|s| s["secretRef"]["name"].as_str()))
+                    {
+                        service.insert("envFromSecret".into(), secret.into());
+                    }
+                }
+                "resources" => {
+                    let mut resources = value;
+                    for bound in ["requests", "limits"] {
+                        if let Some(map) = resources[bound].as_object_mut()
+                            && let Some(gpus) = map.remove("nvidia.com/gpu")
+                        {
+                            map.insert("gpu".into(), gpus);
+                        }
+                    }
+                    service.insert("resources".into(), resources);
+                }
+                "livenessProbe" | "readinessProbe" => {
+                    service.insert(key, value);
+                }
+                "name" => {}
+                _ => {
+                    main_container.insert(key, value);
+                }
+            }
+        }
+        if !containers.is_empty() {
+            pod.insert("containers".into(), Value::Array(containers));
+        }
+        pod.insert("mainContainer".into(), Value::Object(main_container));
+        service.insert("extraPodSpec".into(), Value::Object(pod));
+        services.insert(name.to_string(), Value::Object(service));
+    }
+    Ok(services)
+}
+
 /// One DynamoComponentDeployment per service of `graph`, ready to apply.
 pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorError> {
     let name = graph.metadata.name.clone().unwrap_or_default();
@@ -48,9 +144,7 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
         object: format!("DynamoGraphDeployment {namespace}/{name}"),
         reason: reason.to_string(),
     };
-    let services = graph.spec["services"]
-        .as_object()
-        .ok_or_else(|| invalid("spec.services is missing or not a map"))?;
+    let services = &services_of(&graph.spec).map_err(|reason| invalid(&reason))?;
     let dynamo_ns = dynamo_namespace(&name, services)?;
     let graph_envs = graph.spec["envs"].as_array().cloned().unwrap_or_default();
     let uid = graph.metadata.uid.clone().unwrap_or_default();
@@ -222,6 +316,52 @@ mod tests {
         assert_eq!(decode["spec"]["serviceName"], "VllmDecodeWorker");
         assert_eq!(decode["spec"]["dynamoNamespace"], "vllm-v1-disagg-router");
         assert_eq!(decode["spec"]["envFromSecret"], "hf-token-secret");
+    }
+
+    #[test]
+    fn the_v1beta1_fixture_is_the_guides_graph_in_components() {
+        let guide: Value =
+            serde_saphyr::from_str(include_str!("../../../fixtures/guide/disagg-graph.yaml"))
+                .unwrap();
+        let beta: Value = serde_saphyr::from_str(include_str!(
+            "../../../fixtures/guide/disagg-graph-v1beta1.yaml"
+        ))
+        .unwrap();
+        assert_eq!(beta["apiVersion"], "nvidia.com/v1beta1");
+        let mut expected = services_of(&guide["spec"]).unwrap();
+        let converted = services_of(&beta["spec"]).unwrap();
+        for (name, service) in &mut expected {
+            let service = service.as_object_mut().unwrap();
+            // No v1beta1 field holds them; the operator derives the Dynamo namespace.
+            service.remove("dynamoNamespace");
+            if service["componentType"] == "worker" {
+                let role = if name.contains("Prefill") {
+                    "prefill"
+                } else {
+                    "decode"
+                };
+                service.insert("subComponentType".into(), role.into());
+            }
+        }
+        assert_eq!(
+            converted.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>()
+        );
+        for (name, service) in &expected {
+            assert_eq!(&converted[name], service, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_graph_of_neither_version_is_refused_naming_both_fields() {
+        let err = services_of(&json!({"service": {}})).unwrap_err();
+        assert!(
+            err.contains("spec.services") && err.contains("spec.components"),
+            "{err}"
+        );
+        let err =
+            services_of(&json!({"components": [{"name": "A", "podTemplate": {}}]})).unwrap_err();
+        assert!(err.contains("no container named main"), "{err}");
     }
 
     #[test]
