@@ -109,9 +109,12 @@ pub const FINDINGS: &[Finding] = &[
         release: "1.0.2",
         case: "guide::api::invalid_parameters_rejected",
         rules: &[Rule::ErrorStatus],
-        seen: "max_tokens 10^9 gets no answer within 30 s and the graph stops serving; withheld \
-               under run",
-        withheld: &[Withheld::Rejection(Malformed::AboveContextMaxTokens)],
+        seen: "max_tokens 10^9 (under dynamo up) and max_tokens 0 (on Kubernetes) get no answer \
+               within 30 s and the graph stops serving; both withheld under run",
+        withheld: &[
+            Withheld::Rejection(Malformed::ZeroMaxTokens),
+            Withheld::Rejection(Malformed::AboveContextMaxTokens),
+        ],
     },
     Finding {
         release: "1.0.2",

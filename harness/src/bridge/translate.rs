@@ -298,6 +298,12 @@ pub fn launch(
                     env_set(&mut env, var, url.clone());
                 }
             }
+            // 1.0.2's operator asks for Kubernetes discovery, which needs real pods; the bridge's
+            // processes find each other through the platform's etcd, as the release's default.
+            if env_get(&env, "DYN_DISCOVERY_BACKEND").is_some_and(|b| b != "etcd") {
+                notes.push("DYN_DISCOVERY_BACKEND -> etcd (the platform's, run as a local process; Kubernetes discovery needs real pods)".into());
+                env_set(&mut env, "DYN_DISCOVERY_BACKEND", "etcd");
+            }
             Vec::new()
         }
         Planes::FileTcpZmq => {
