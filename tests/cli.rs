@@ -386,6 +386,19 @@ fn a_dynamo_version_not_on_pypi_is_one_line_before_any_work() {
     );
 }
 
+/// 0.8.1's frontend asks the Hugging Face Hub for every model (seen here): said before any work.
+#[test]
+fn a_release_that_cannot_serve_here_is_one_line_before_any_work() {
+    let output = conformance(&["run", "--dynamo-version", "0.8.1"]);
+    assert_one_line_error(&output, 3, "Dynamo 0.8.1 cannot serve here: ");
+    assert!(
+        stderr(&output).contains("Hugging Face Hub"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stdout(&output).contains("cluster"), "{}", stdout(&output));
+}
+
 #[test]
 fn a_release_without_a_profile_of_its_own_names_the_one_that_judges_it() {
     let output = conformance(&["run", "--dynamo-version", "1.6.0", "--list"]);

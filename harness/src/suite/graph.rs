@@ -21,10 +21,10 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
              simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
             cluster.version,
             config.dynamo_version,
-            match config.dynamo_version.profile().discovery {
-                crate::profile::Discovery::EtcdAndNats =>
-                    "the platform's etcd and NATS as local processes from Debian",
-                crate::profile::Discovery::Kubernetes =>
+            match config.dynamo_version.release().planes {
+                crate::release::Planes::EtcdAndNats =>
+                    "the platform's etcd (Debian) and nats-server v2.10.21 (Go module proxy) as local processes, discovery through that etcd",
+                crate::release::Planes::FileTcpZmq =>
                     "discovery through files shared by the namespace's processes (standing in for the Kubernetes API's)",
             }
         ),
