@@ -4,7 +4,7 @@
 # real Dynamo processes) for each supported release, then the same suite on the kind provider
 # (real kubelets in Docker, GPUs simulated) and the field failures only real kubelets show.
 # Installs cargo-nextest when missing; the harness builds the control plane (Go module proxy),
-# installs Dynamo (PyPI) and etcd/NATS (Debian), builds the kind node and images (Debian, the Go
+# installs Dynamo (PyPI) and etcd (Debian), builds nats-server (Go module proxy), builds the kind node and images (Debian, the Go
 # module proxy, PyPI) and starts Docker when it is installed, all on first use, and caches them
 # under ~/.cache/dynamo-conformance.
 # DYNAMO_CONFORMANCE_SKIP_KIND=1 leaves the kind provider out (a machine without Docker); the
@@ -36,9 +36,10 @@ DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1 cargo nextest run --test faults --profil
 keep junit-faults-0.4.1.xml
 
 # The conformance suite again on more releases, one nextest run each (the newest by default;
-# DYNAMO_CONFORMANCE_RELEASES="1.0.2 1.6.1" fans out to those), then the newest release's faults
+# DYNAMO_CONFORMANCE_RELEASES="1.0.2 1.6.1" or "1.0.2,1.6.1" fans out to those), then the newest release's faults
 # (those that need what the release does not run say SKIP and why).
-for release in ${DYNAMO_CONFORMANCE_RELEASES:-1.6.1}; do
+releases=${DYNAMO_CONFORMANCE_RELEASES:-1.6.1}
+for release in ${releases//,/ }; do
   DYNAMO_CONFORMANCE_DYNAMO_VERSION=$release cargo nextest run --test conformance --profile "$profile" || status=$?
   keep "junit-dynamo-$release.xml"
 done

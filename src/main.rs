@@ -405,7 +405,12 @@ fn matrix(args: MatrixArgs) -> ExitCode {
             .join(", ")
     );
     let failing = (0..result.columns.len()).any(|i| !result.failures_of(i).is_empty());
-    if result.columns.iter().any(|c| c.failure.is_some()) {
+    // A release that cannot serve here is reported not run, with why; it is no environment fault.
+    let not_started = versions
+        .iter()
+        .zip(&result.columns)
+        .any(|(v, c)| c.failure.is_some() && v.servable_here().is_ok());
+    if not_started {
         ExitCode::from(exit::ENVIRONMENT)
     } else if failing {
         ExitCode::from(exit::NONCONFORMANT)

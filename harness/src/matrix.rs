@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::openai::Endpoint;
 use crate::openai::check::{Checks, excerpt};
 use crate::openai::client::Answer;
 use crate::openai::probe::{ApiProbe, Captured, judge, observe_worker};
-use crate::openai::{ApiTimeouts, Endpoint};
 use crate::profile::{Profile, ProfileChoice};
 use crate::release::{DynamoVersion, ReleaseError};
 
@@ -542,13 +542,16 @@ pub fn graph_cells(report: &Value) -> Vec<(String, Cell)> {
 /// Runs the `api` tier on one release: starts its processes (installing it first if need be),
 /// observes them as `api` does, judges the answers, stops what it started.
 ///
-/// A probe after which the frontend no longer answers a plain chat (it broke the graph: 0.4.1's
-/// stop sequence, seen here) is followed by a restart of the release's processes when this
-/// call started them, so one break is reported by the probe that caused it, not by every probe
-/// after it; the `graph.survives_probes` row names the probes that broke it.
+/// Before each edge probe and after the last, the frontend must answer a plain chat of 4 tokens
+/// (bounded by the configured request timeout); when it does not, the probe before broke the
+/// graph (0.4.1's and 1.0.2's stop sequence and `max_tokens` 10^9, 1.2.1 to 1.5.1's chat without
+/// `max_tokens`, seen here) and the release's processes are restarted before the next probe when
+/// this call started them, so one break is reported by the probe that caused it, not by every
+/// probe after it; the `graph.survives_probes` row names those probes. A failed restart ends the
+/// probing: what was observed is still judged, and that row says so.
 ///
 /// # Errors
-/// Why the release could not be started (its install, its processes), as one line.
+/// Why the release could not be started or stopped (its install, its processes), as one line.
 pub fn api_release(config: &Config, exe: &Path) -> Result<Vec<(String, Cell)>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -570,44 +573,94 @@ pub fn api_release(config: &Config, exe: &Path) -> Result<Vec<(String, Cell)>, S
         }
         worker_exchanges.extend(exchanges);
     }
-    let mut restarts = Vec::new();
-    for probe in ApiProbe::EDGES {
-        let serving = rt.block_on(serves_chat(&graph.frontend, &model));
-        observations.push(rt.block_on(probe.observe(&graph.frontend, &model)));
-        if serving && !rt.block_on(serves_chat(&graph.frontend, &model)) && graph.started_here {
-            restarts.push(probe.name());
-            graph = graph.restart(config, exe)?;
+    // Before each edge probe and after the last: a graph that stopped serving is charged to the
+    // probe before (the guide's probes and the workers' checks before the first edge probe).
+    let mut breaks = Breaks::default();
+    let mut previous = "the probes before the edge probes";
+    for probe in ApiProbe::EDGES.into_iter().map(Some).chain([None]) {
+        if !rt.block_on(serves_chat(&graph.frontend, &model)) {
+            breaks.by.push(previous);
+            match probe {
+                Some(_) if graph.started_here => match graph.restart(config, exe) {
+                    Ok(restarted) => graph = restarted,
+                    Err(e) => {
+                        breaks.unrestartable = Some(e);
+                        return finish(config, &observations, &worker_exchanges, &breaks);
+                    }
+                },
+                Some(_) => breaks.kept = true,
+                None => {}
+            }
+        }
+        if let Some(probe) = probe {
+            observations.push(rt.block_on(probe.observe(&graph.frontend, &model)));
+            previous = probe.name();
         }
     }
     graph.stop(config)?;
+    finish(config, &observations, &worker_exchanges, &breaks)
+}
+
+/// The probes after which the graph no longer served, and what was done about it.
+#[derive(Debug, Default)]
+struct Breaks {
+    /// The probes (`ApiProbe::name`), in order.
+    by: Vec<&'static str>,
+    /// A graph this run did not start: left as it was, not restarted.
+    kept: bool,
+    /// Why a restart failed; the probes after it were not sent.
+    unrestartable: Option<String>,
+}
+
+/// Judges what was observed: the rows of both profiles, then `graph.survives_probes`.
+fn finish(
+    config: &Config,
+    observations: &[crate::openai::probe::Observation],
+    worker_exchanges: &[crate::openai::probe::Exchange],
+    breaks: &Breaks,
+) -> Result<Vec<(String, Cell)>, String> {
+    let model = &config.model;
     let own = judge(
-        &observations,
-        &worker_exchanges,
-        &model,
+        observations,
+        worker_exchanges,
+        model,
         ProfileChoice::Exactly(config.dynamo_version.profile()),
     );
     let strict = judge(
-        &observations,
-        &worker_exchanges,
-        &model,
+        observations,
+        worker_exchanges,
+        model,
         ProfileChoice::Exactly(&Profile::OPENAI),
     );
-    let mut cells = api_cells(
-        &own.checks,
-        &strict.checks,
-        &config.dynamo_version.to_string(),
-    );
-    cells.push(survival_cell(&restarts, &config.dynamo_version.to_string()));
+    let release = config.dynamo_version.to_string();
+    let mut cells = api_cells(&own.checks, &strict.checks, &release);
+    let (name, mut cell) = survival_cell(&breaks.by, &release);
+    if breaks.kept {
+        cell.observed
+            .push_str(" (a graph this run did not start: not restarted, the probes after went on)");
+    }
+    if let Some(e) = &breaks.unrestartable {
+        cell.mark = Mark::Fail;
+        let _ = write!(
+            cell.observed,
+            "; the restart failed ({e}), so the probes after were not sent"
+        );
+    }
+    cells.push((name, cell));
     Ok(cells)
 }
 
-/// The `graph.survives_probes` row: PASS when no probe broke the graph; KNOWN when every probe
-/// that did has a recorded finding on `release` (`guide::api::<probe>`); FAIL otherwise.
+/// The `graph.survives_probes` row. `broken_by` holds the probes ([`ApiProbe::name`]) after which
+/// the frontend no longer answered a plain chat; `release` is the version as PyPI spells it. PASS
+/// when none; KNOWN when the release's findings record each of them as breaking the graph (a
+/// finding of `guide::api::<probe>` whose requests are withheld under `run`); FAIL otherwise.
 pub fn survival_cell(broken_by: &[&str], release: &str) -> (String, Cell) {
     let recorded = |probe: &&str| {
-        crate::findings::FINDINGS
-            .iter()
-            .any(|f| f.release == release && f.case == format!("guide::api::{probe}"))
+        crate::findings::FINDINGS.iter().any(|f| {
+            f.release == release
+                && f.case == format!("guide::api::{probe}")
+                && !f.withheld.is_empty()
+        })
     };
     let mark = if broken_by.is_empty() {
         Mark::Pass
@@ -620,7 +673,7 @@ pub fn survival_cell(broken_by: &[&str], release: &str) -> (String, Cell) {
         "no probe broke the graph".to_string()
     } else {
         format!(
-            "the frontend no longer answered a plain chat after {}; the release's processes were restarted each time",
+            "the frontend no longer answered a plain chat after {}; the release's processes were restarted before the next probe",
             broken_by.join(", ")
         )
     };
@@ -653,7 +706,7 @@ impl ApiGraph {
     fn start(config: &Config, exe: &Path) -> Result<ApiGraph, String> {
         let local =
             crate::dynamo::LocalDynamo::attach(config, exe, false).map_err(|e| e.to_string())?;
-        let timeouts = ApiTimeouts::default();
+        let timeouts = config.api_timeouts;
         let endpoint = |url: &str| Endpoint::new(url, timeouts).map_err(|e| e.to_string());
         Ok(ApiGraph {
             frontend: endpoint(&local.state.frontend_url)?,
@@ -828,6 +881,8 @@ mod tests {
             survival_cell(&["non_ascii_text"], "1.0.2").1.mark,
             Mark::Fail
         );
+        // Recorded, but not as breaking the graph (nothing withheld under run).
+        assert_eq!(survival_cell(&["n_choices"], "1.0.2").1.mark, Mark::Fail);
         assert_eq!(
             survival_cell(&["stop_sequence"], "1.6.1").1.mark,
             Mark::Fail

@@ -46,10 +46,10 @@ pub struct Release {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Planes {
     /// etcd for discovery and NATS with JetStream for requests and events (`ETCD_ENDPOINTS`,
-    /// `NATS_SERVER`): Dynamo 0.4.x.
+    /// `NATS_SERVER`): Dynamo 0.4.1 to 1.0.2 (seen here).
     EtcdAndNats,
     /// No etcd, no NATS: `--discovery-backend file` (its store in `DYN_FILE_KV`),
-    /// `--request-plane tcp`, `--event-plane zmq`: Dynamo 1.6.1, seen here.
+    /// `--request-plane tcp`, `--event-plane zmq`: Dynamo 1.1.1 to 1.6.1, seen here.
     FileTcpZmq,
 }
 
@@ -276,10 +276,15 @@ impl DynamoVersion {
         }
     }
 
-    /// Whether it can serve here: `Err` with the reason when its frontend needs the Hugging Face
-    /// Hub ([`Release::needs_the_hub`]).
+    /// Whether it can serve here: `Err` with the reason when its own row says its frontend needs
+    /// the Hugging Face Hub ([`Release::needs_the_hub`]); a release judged by another's row is
+    /// tried.
     pub fn servable_here(&self) -> Result<(), ReleaseError> {
-        match self.release.needs_the_hub {
+        match self
+            .release
+            .needs_the_hub
+            .filter(|_| !self.borrows_profile())
+        {
             Some(why) => Err(ReleaseError::NeedsTheHub {
                 version: self.version.to_string(),
                 why,

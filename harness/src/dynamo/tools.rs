@@ -7,7 +7,7 @@ use super::DynamoError;
 /// A program from a Debian package.
 pub type SystemTool = crate::debian::Package;
 
-/// etcd, the discovery store of Dynamo 0.4.x.
+/// etcd, the discovery store of the etcd-and-NATS releases (0.4.1 to 1.0.2).
 pub const ETCD: SystemTool = SystemTool {
     program: "etcd",
     package: "etcd-server",
