@@ -673,7 +673,7 @@ pub fn survival_cell(broken_by: &[&str], release: &str) -> (String, Cell) {
         "no probe broke the graph".to_string()
     } else {
         format!(
-            "the frontend no longer answered a plain chat after {}; the release's processes were restarted before the next probe",
+            "the frontend no longer answered a plain chat after {}; the release's processes were restarted before any probe that followed",
             broken_by.join(", ")
         )
     };
