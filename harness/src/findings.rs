@@ -49,14 +49,15 @@ pub const FINDINGS: &[Finding] = &[
             Rule::StreamStatus,
             Rule::StreamTerminated,
             Rule::StreamDone,
+            Rule::StreamEventJson,
             Rule::StreamFinishReason,
             Rule::StopSequence,
         ],
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
                chat completions stream: Stream ended before generation completed\"), a streamed \
-               one is cut (no finish_reason, no [DONE]), and on Kubernetes the frontend then \
-               answers every request 500 \"instance_id=… not found\"; the stopped requests are \
-               withheld under run",
+               one is cut (no finish_reason, no [DONE], at times before its first event), and on \
+               Kubernetes the frontend then answers every request 500 \"instance_id=… not \
+               found\"; the stopped requests are withheld under run",
         withheld: &[Withheld::StopSequence],
     },
     Finding {
@@ -98,7 +99,16 @@ pub const FINDINGS: &[Finding] = &[
     Finding {
         release: "1.0.2",
         case: "guide::api::stop_sequence",
-        rules: &[Rule::ResponseStatus, Rule::StreamStatus],
+        // Its streamed request meets the same break: a 500, or a stream cut as 0.4.1's is.
+        rules: &[
+            Rule::ResponseStatus,
+            Rule::StreamStatus,
+            Rule::StreamTerminated,
+            Rule::StreamDone,
+            Rule::StreamEventJson,
+            Rule::StreamFinishReason,
+            Rule::StopSequence,
+        ],
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to parse \
                chat completion response: Disconnected: Stream ended before generation \
                completed\") and the frontend then answers every request 500 \"instance_id=… not \
