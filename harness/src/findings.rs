@@ -25,6 +25,19 @@ pub struct Finding {
     pub withheld: &'static [Withheld],
 }
 
+/// What a stop sequence that breaks the graph breaks: the unstreamed answer (500), and the
+/// streamed one (a 500, or a stream cut with no finish_reason and no `[DONE]`, at times before
+/// its first event); seen on 0.4.1 and 1.0.2.
+const STOP_SEQUENCE_BREAK: &[Rule] = &[
+    Rule::ResponseStatus,
+    Rule::StreamStatus,
+    Rule::StreamTerminated,
+    Rule::StreamDone,
+    Rule::StreamEventJson,
+    Rule::StreamFinishReason,
+    Rule::StopSequence,
+];
+
 /// Every recorded finding.
 pub const FINDINGS: &[Finding] = &[
     Finding {
@@ -44,15 +57,7 @@ pub const FINDINGS: &[Finding] = &[
     Finding {
         release: "0.4.1",
         case: "guide::api::stop_sequence",
-        rules: &[
-            Rule::ResponseStatus,
-            Rule::StreamStatus,
-            Rule::StreamTerminated,
-            Rule::StreamDone,
-            Rule::StreamEventJson,
-            Rule::StreamFinishReason,
-            Rule::StopSequence,
-        ],
+        rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
                chat completions stream: Stream ended before generation completed\"), a streamed \
                one is cut (no finish_reason, no [DONE], at times before its first event), and on \
@@ -99,16 +104,7 @@ pub const FINDINGS: &[Finding] = &[
     Finding {
         release: "1.0.2",
         case: "guide::api::stop_sequence",
-        // Its streamed request meets the same break: a 500, or a stream cut as 0.4.1's is.
-        rules: &[
-            Rule::ResponseStatus,
-            Rule::StreamStatus,
-            Rule::StreamTerminated,
-            Rule::StreamDone,
-            Rule::StreamEventJson,
-            Rule::StreamFinishReason,
-            Rule::StopSequence,
-        ],
+        rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to parse \
                chat completion response: Disconnected: Stream ended before generation \
                completed\") and the frontend then answers every request 500 \"instance_id=… not \
