@@ -65,6 +65,10 @@ struct MatrixArgs {
     /// (the guide's cases on the local provider).
     #[arg(long, default_value = "api")]
     tier: String,
+    /// Version skew columns too: for each pair of neighbouring releases, the newer's frontend
+    /// with the older's workers and the reverse (a pair on different planes is reported not run).
+    #[arg(long)]
+    skew: bool,
     /// Where the matrix files go (default: <report dir>/matrix).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -154,6 +158,10 @@ struct ConfigArgs {
     /// by its row in the release table or the newest older one.
     #[arg(long, value_name = "VERSION")]
     dynamo_version: Option<String>,
+    /// Version skew: the workers of another release beside the frontend of --dynamo-version
+    /// (the frontend's N with workers N-1, or the reverse); both on the same planes.
+    #[arg(long, value_name = "VERSION")]
+    workers_version: Option<String>,
     /// The model the graph serves.
     #[arg(long)]
     model: Option<String>,
@@ -197,6 +205,7 @@ impl ConfigArgs {
         let flags = ConfigLayer {
             provider: self.provider.clone(),
             dynamo_version: self.dynamo_version.clone(),
+            workers_version: self.workers_version.clone(),
             model: self.model.clone(),
             cache_dir: self.cache_dir.clone(),
             report_dir: self.report_dir.clone(),
@@ -388,15 +397,15 @@ fn matrix(args: MatrixArgs) -> ExitCode {
         .clone()
         .unwrap_or_else(|| config.report_dir.join("matrix"));
     let started = std::time::Instant::now();
-    let result = matrix::run(&config, &exe, tier, &versions, &out);
+    let result = matrix::run(&config, &exe, tier, &versions, args.skew, &out);
     let paths = match result.write(&out) {
         Ok(paths) => paths,
         Err(e) => return fail(exit::ENVIRONMENT, e),
     };
     print!("{}", result.markdown());
     println!(
-        "matrix: {} releases in {:.0} s; {}",
-        versions.len(),
+        "matrix: {} columns in {:.0} s; {}",
+        result.columns.len(),
         started.elapsed().as_secs_f64(),
         paths
             .iter()
@@ -406,10 +415,10 @@ fn matrix(args: MatrixArgs) -> ExitCode {
     );
     let failing = (0..result.columns.len()).any(|i| !result.failures_of(i).is_empty());
     // A release that cannot serve here is reported not run, with why; it is no environment fault.
-    let not_started = versions
+    let not_started = result
+        .columns
         .iter()
-        .zip(&result.columns)
-        .any(|(v, c)| c.failure.is_some() && v.servable_here().is_ok());
+        .any(|c| c.failure.is_some() && !c.unservable);
     if not_started {
         ExitCode::from(exit::ENVIRONMENT)
     } else if failing {
@@ -608,15 +617,20 @@ fn run(args: RunArgs) -> ExitCode {
             return fail(exit::BAD_INPUT, e);
         }
     }
-    if config.dynamo_version.borrows_profile()
-        && !args.list
-        && let Err(code) = published(config.dynamo_version)
+    for version in [Some(config.dynamo_version), config.workers_version]
+        .into_iter()
+        .flatten()
     {
-        return code;
+        if version.borrows_profile()
+            && !args.list
+            && let Err(code) = published(version)
+        {
+            return code;
+        }
     }
     if config.provider != ProviderKind::Existing
         && !args.list
-        && let Err(e) = config.dynamo_version.servable_here()
+        && let Err(e) = config.dynamo_version.skew_with(config.workers_release())
     {
         return fail(exit::ENVIRONMENT, e);
     }
@@ -649,10 +663,14 @@ fn run(args: RunArgs) -> ExitCode {
         ..libtest_mimic::Arguments::default()
     };
     println!(
-        "dynamo-conformance: provider {}, Dynamo {} ({}), model {}",
+        "dynamo-conformance: provider {}, Dynamo {} ({}){}, model {}",
         config.provider.as_str(),
         config.dynamo_version,
         config.dynamo_version.judged_by(),
+        config
+            .workers_version
+            .map(|w| format!(", version skew: workers of Dynamo {w}"))
+            .unwrap_or_default(),
         config.model
     );
     if !args.list {

@@ -400,6 +400,31 @@ fn a_release_that_cannot_serve_here_is_one_line_before_any_work() {
 }
 
 #[test]
+fn version_skew_across_planes_or_with_workers_that_cannot_serve_is_one_line() {
+    let output = conformance(&[
+        "run",
+        "--dynamo-version",
+        "1.6.1",
+        "--workers-version",
+        "1.0.2",
+    ]);
+    assert_one_line_error(
+        &output,
+        2,
+        "Dynamo 1.0.2's workers cannot serve beside Dynamo 1.6.1's frontend: 1.0.2 runs on etcd and NATS, 1.6.1 on file discovery",
+    );
+    let output = conformance(&[
+        "run",
+        "--dynamo-version",
+        "0.7.1",
+        "--workers-version",
+        "0.8.1",
+    ]);
+    assert_one_line_error(&output, 3, "Dynamo 0.8.1 cannot serve here: ");
+    assert!(!stdout(&output).contains("cluster"), "{}", stdout(&output));
+}
+
+#[test]
 fn a_release_without_a_profile_of_its_own_names_the_one_that_judges_it() {
     let output = conformance(&["run", "--dynamo-version", "1.6.0", "--list"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

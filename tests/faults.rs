@@ -820,31 +820,35 @@ fn a_cluster_without_a_default_storage_class_is_diagnosed_by_name() {
 
 const GRAPH: &str = "dynamographdeployment/vllm-v1-disagg-router";
 
-/// The main image of `service` in the graph as it stands.
+/// The graph's spec as it stands, in the version the release stores.
+fn graph_spec(config: &Config) -> serde_json::Value {
+    let json = kubectl(config, &["-n", "dynamo-cloud", "get", GRAPH, "-o", "json"]);
+    let graph: serde_json::Value = serde_json::from_str(&json).expect("kubectl prints JSON");
+    graph["spec"].clone()
+}
+
+/// The main image of `service` in the graph as it stands (v1alpha1 or v1beta1).
 fn service_image(config: &Config, service: &str) -> String {
-    let image = kubectl(
-        config,
-        &[
-            "-n",
-            "dynamo-cloud",
-            "get",
-            GRAPH,
-            "-o",
-            &format!("jsonpath={{.spec.services.{service}.extraPodSpec.mainContainer.image}}"),
-        ],
-    );
+    let services = harness::operator::graph::services_of(&graph_spec(config)).expect("a graph");
+    let image = services[service]["extraPodSpec"]["mainContainer"]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!image.is_empty(), "the graph names no image for {service}");
     image
 }
 
+/// Merges `main` into the main container of `services` in the graph, in the graph's own version,
+/// as a user's edit would.
+fn merge_into_main_containers(config: &Config, services: &[&str], main: &serde_json::Value) {
+    let patch = harness::operator::graph::main_container_patch(&graph_spec(config), services, main)
+        .expect("the graph has the services");
+    merge_into_graph(config, &patch);
+}
+
 /// Changes `service`'s main image in the graph, as an upgrade of one component does.
 fn set_service_image(config: &Config, service: &str, image: &str) {
-    merge_into_graph(
-        config,
-        &serde_json::json!({"spec": {"services": {service: {
-            "extraPodSpec": {"mainContainer": {"image": image}}
-        }}}}),
-    );
+    merge_into_main_containers(config, &[service], &serde_json::json!({ "image": image }));
 }
 
 /// Waits (`kubectl rollout status`, at most 180 s) until `workload` of the graph's namespace has rolled out.
@@ -1139,8 +1143,12 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
         return;
     }
     healed("guide::graph::ready");
-    // The guide's graph sets no container env: applying it again would leave this one.
+    // The guide's v1alpha1 graph sets no container env: applying it again would leave this one
+    // (v1beta1's components list is applied whole again).
     let undo = Undo(&config, &|config: &Config| {
+        if graph_spec(config)["services"].is_null() {
+            return;
+        }
         for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
             let path = format!("/spec/services/{service}/extraPodSpec/mainContainer/env");
             let remove = serde_json::json!([{"op": "remove", "path": path}]);
@@ -1159,12 +1167,19 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
         }
     });
     for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
-        merge_into_graph(
-            &config,
-            &serde_json::json!({"spec": {"services": {service: {"extraPodSpec": {
-                "mainContainer": {"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}
-            }}}}}),
-        );
+        // v1beta1 keeps the service's env in the main container: kept, the namespace added.
+        let services =
+            harness::operator::graph::services_of(&graph_spec(&config)).expect("a graph");
+        let mut env = if graph_spec(&config)["components"].is_array() {
+            services[service]["envs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        env.push(serde_json::json!({"name": "DYN_NAMESPACE", "value": "elsewhere"}));
+        merge_into_main_containers(&config, &[service], &serde_json::json!({ "env": env }));
     }
     for component in ["vllmdecodeworker", "vllmprefillworker"] {
         rollout_status(

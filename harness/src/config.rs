@@ -108,6 +108,8 @@ pub struct ConfigLayer {
     pub provider: Option<String>,
     /// The Dynamo release, e.g. `0.4.1`.
     pub dynamo_version: Option<String>,
+    /// Another release for the workers beside that release's frontend (version skew), e.g. `1.5.1`.
+    pub workers_version: Option<String>,
     /// The model the graph serves.
     pub model: Option<String>,
     /// The namespace of the platform and the graph.
@@ -165,6 +167,7 @@ impl ConfigLayer {
         Ok(ConfigLayer {
             provider: lookup("PROVIDER"),
             dynamo_version: lookup("DYNAMO_VERSION"),
+            workers_version: lookup("WORKERS_VERSION"),
             model: lookup("MODEL"),
             namespace: lookup("NAMESPACE"),
             cache_dir: lookup("CACHE_DIR").map(PathBuf::from),
@@ -221,6 +224,7 @@ impl ConfigLayer {
         ConfigLayer {
             provider: self.provider.or(lower.provider),
             dynamo_version: self.dynamo_version.or(lower.dynamo_version),
+            workers_version: self.workers_version.or(lower.workers_version),
             model: self.model.or(lower.model),
             namespace: self.namespace.or(lower.namespace),
             cache_dir: self.cache_dir.or(lower.cache_dir),
@@ -248,6 +252,8 @@ pub struct Config {
     pub provider: ProviderKind,
     /// The Dynamo release under test.
     pub dynamo_version: DynamoVersion,
+    /// The workers' release when it is not the frontend's (version skew); `None`: the same.
+    pub workers_version: Option<DynamoVersion>,
     /// The model the graph serves.
     pub model: String,
     /// The namespace of the platform and the graph.
@@ -285,6 +291,11 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.dynamo_version.to_string())
     }
+
+    /// The workers' release: [`Config::workers_version`], else the frontend's.
+    pub fn workers_release(&self) -> DynamoVersion {
+        self.workers_version.unwrap_or(self.dynamo_version)
+    }
 }
 
 impl Config {
@@ -309,6 +320,14 @@ impl Config {
             Some(version) => version.parse()?,
             None => DynamoVersion::guide(),
         };
+        let workers_version = match layer.workers_version.as_deref() {
+            Some(version) => Some(version.parse::<DynamoVersion>()?),
+            None => None,
+        }
+        .filter(|w| *w != dynamo_version);
+        if let Some(workers) = workers_version {
+            dynamo_version.same_planes(workers)?;
+        }
         let model = layer.model.unwrap_or_else(|| GUIDE_MODEL.to_string());
         if model.trim().is_empty() {
             return Err(ConfigError::Invalid {
@@ -342,6 +361,7 @@ impl Config {
         Ok(Config {
             provider,
             dynamo_version,
+            workers_version,
             model,
             namespace: layer
                 .namespace
@@ -457,10 +477,26 @@ mod tests {
     #[case("dynamo_version: latest\n", "'latest' is not a Dynamo release number")]
     #[case("dynamo_version: 0.3.2\n", "Dynamo 0.3.2 is older than 0.4.1")]
     #[case("provider: minikube\n", "invalid provider 'minikube'")]
+    #[case(
+        "dynamo_version: 1.6.1\nworkers_version: 1.0.2\n",
+        "Dynamo 1.0.2's workers cannot serve beside Dynamo 1.6.1's frontend: 1.0.2 runs on etcd and NATS"
+    )]
+    #[case("workers_version: 1.x\n", "'1.x' is not a Dynamo release number")]
     #[case("stream_idle_secs: 0\n", "invalid stream_idle_secs '0'")]
     fn bad_values_are_named(#[case] yaml: &str, #[case] message: &str) {
         let err = Config::resolve(ConfigLayer::from_yaml(yaml).unwrap()).unwrap_err();
         assert!(err.to_string().starts_with(message), "{err}");
+    }
+
+    #[test]
+    fn workers_of_a_neighbouring_release_on_the_same_planes_are_a_skew() {
+        let layer = |yaml: &str| Config::resolve(ConfigLayer::from_yaml(yaml).unwrap()).unwrap();
+        let skewed = layer("dynamo_version: 1.6.1\nworkers_version: 1.5.1\n");
+        assert_eq!(skewed.workers_version.unwrap().to_string(), "1.5.1");
+        assert_eq!(skewed.workers_release().to_string(), "1.5.1");
+        let same = layer("dynamo_version: 1.6.1\nworkers_version: 1.6.1\n");
+        assert_eq!(same.workers_version, None);
+        assert_eq!(same.workers_release(), same.dynamo_version);
     }
 
     #[rstest]

@@ -110,17 +110,32 @@ pub struct Cell {
     pub observed: String,
 }
 
-/// One release's column.
+/// One release's column, or one version skew's (a release's frontend with another's workers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
-    /// The release, as PyPI spells it.
+    /// The release (the frontend's under skew), as PyPI spells it.
     pub version: String,
+    /// Under version skew, the workers' release.
+    pub workers: Option<String>,
     /// What judged it (`profile 0.4`, or the row it borrowed).
     pub judged_by: String,
     /// How long its turn took, install and start included.
     pub took: Duration,
     /// Why it has no verdicts, if it could not be run.
     pub failure: Option<String>,
+    /// Whether it could not run by the release table's own facts (a frontend that needs the
+    /// Hub, a skew across planes): reported, no environment fault.
+    pub unservable: bool,
+}
+
+impl Column {
+    /// Its heading: `1.6.1`, or under skew `1.6.1 + workers 1.5.1`.
+    pub fn label(&self) -> String {
+        match &self.workers {
+            Some(workers) => format!("{} + workers {workers}", self.version),
+            None => self.version.clone(),
+        }
+    }
 }
 
 /// The matrix: columns in release order, rows in the order first seen.
@@ -180,13 +195,27 @@ impl Matrix {
     /// differs, or whose failure has another shape (the observation with its strings and numbers
     /// blanked: an error body `{"error": "…"}` becoming `{"message": "…", "type": "…", "code":
     /// 404}`).
+    ///
+    /// A skew column is compared with its frontend's own release column: what the other
+    /// release's workers change.
     pub fn changes(&self) -> Vec<((String, String), Vec<Change>)> {
-        let ran: Vec<usize> = (0..self.columns.len())
-            .filter(|&i| self.columns[i].failure.is_none())
+        let ran = |i: &usize| self.columns[*i].failure.is_none();
+        let releases: Vec<usize> = (0..self.columns.len())
+            .filter(|i| ran(i) && self.columns[*i].workers.is_none())
             .collect();
-        ran.windows(2)
-            .map(|pair| {
-                let (i, j) = (pair[0], pair[1]);
+        let skews = (0..self.columns.len())
+            .filter(|j| ran(j) && self.columns[*j].workers.is_some())
+            .filter_map(|j| {
+                let own = releases
+                    .iter()
+                    .find(|&&i| self.columns[i].version == self.columns[j].version)?;
+                Some((*own, j))
+            });
+        releases
+            .windows(2)
+            .map(|pair| (pair[0], pair[1]))
+            .chain(skews)
+            .map(|(i, j)| {
                 let changed = self
                     .rows
                     .iter()
@@ -208,13 +237,7 @@ impl Matrix {
                         })
                     })
                     .collect();
-                (
-                    (
-                        self.columns[i].version.clone(),
-                        self.columns[j].version.clone(),
-                    ),
-                    changed,
-                )
+                ((self.columns[i].label(), self.columns[j].label()), changed)
             })
             .collect()
     }
@@ -240,7 +263,7 @@ impl Matrix {
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} s | {} |",
-                c.version,
+                c.label(),
                 c.judged_by,
                 c.took.as_secs_f64(),
                 c.failure.as_deref().map(escape_md).unwrap_or_default()
@@ -248,7 +271,7 @@ impl Matrix {
         }
         out.push_str("\n| rule or case |");
         for c in &self.columns {
-            let _ = write!(out, " {} |", c.version);
+            let _ = write!(out, " {} |", c.label());
         }
         out.push_str("\n|---|");
         out.push_str(&"---|".repeat(self.columns.len()));
@@ -305,6 +328,7 @@ impl Matrix {
             "tier": self.tier.name(),
             "releases": self.columns.iter().map(|c| json!({
                 "version": c.version,
+                "workers": c.workers,
                 "judged_by": c.judged_by,
                 "seconds": c.took.as_secs_f64(),
                 "failure": c.failure,
@@ -342,7 +366,7 @@ impl Matrix {
                 out,
                 "<th title=\"{}\">{}<br><small>{}, {:.0} s</small></th>",
                 escape_html(c.failure.as_deref().unwrap_or("")),
-                escape_html(&c.version),
+                escape_html(&c.label()),
                 escape_html(&c.judged_by),
                 c.took.as_secs_f64()
             );
@@ -735,66 +759,89 @@ impl ApiGraph {
     }
 }
 
-/// Runs `tier` on each of `versions` in turn, printing progress (release n of N, elapsed);
-/// `graph` runs `exe run` per release, its report under `out/graph-<version>`.
+/// Runs `tier` on each of `versions` in turn, printing progress (column n of N, elapsed);
+/// `graph` runs `exe run` per release, its report under `out/graph-<label>`. With `skew`, then
+/// each pair of neighbouring releases `(a, b)` twice more: `b`'s frontend with `a`'s workers
+/// (N-1) and the reverse, as Dynamo's own cross-version tests pair them.
 pub fn run(
     base: &Config,
     exe: &Path,
     tier: Tier,
     versions: &[DynamoVersion],
+    skew: bool,
     out: &Path,
 ) -> Matrix {
+    let mut turns: Vec<(DynamoVersion, Option<DynamoVersion>)> =
+        versions.iter().map(|v| (*v, None)).collect();
+    if skew {
+        for pair in versions.windows(2) {
+            turns.push((pair[1], Some(pair[0])));
+            turns.push((pair[0], Some(pair[1])));
+        }
+    }
     let mut matrix = Matrix::new(tier);
     let started = Instant::now();
-    for (n, version) in versions.iter().enumerate() {
+    let total = turns.len();
+    for (n, (version, workers)) in turns.into_iter().enumerate() {
         let config = Config {
-            dynamo_version: *version,
+            dynamo_version: version,
+            workers_version: workers,
             ..base.clone()
         };
+        let mut column = Column {
+            version: version.to_string(),
+            workers: workers.map(|w| w.to_string()),
+            judged_by: version.judged_by(),
+            took: Duration::ZERO,
+            failure: None,
+            unservable: false,
+        };
+        let label = column.label();
         eprintln!(
-            "matrix: release {}/{} Dynamo {version} ({}), {} tier, {:.0} s elapsed",
+            "matrix: column {}/{total} Dynamo {label} ({}), {} tier, {:.0} s elapsed",
             n + 1,
-            versions.len(),
             version.judged_by(),
             tier.name(),
             started.elapsed().as_secs_f64()
         );
         let began = Instant::now();
-        let cells = match (version.servable_here(), tier) {
-            (Err(e), _) => Err(e.to_string()),
-            (Ok(()), Tier::Api) => api_release(&config, exe),
-            (Ok(()), Tier::Graph) => {
-                graph_release(&config, exe, &out.join(format!("graph-{version}")))
+        let cells = match (version.skew_with(workers.unwrap_or(version)), tier) {
+            (Err(e), _) => {
+                column.unservable = true;
+                Err(e.to_string())
             }
+            (Ok(()), Tier::Api) => api_release(&config, exe),
+            (Ok(()), Tier::Graph) => graph_release(
+                &config,
+                exe,
+                &out.join(format!(
+                    "graph-{}",
+                    label.replace(" + workers ", "+workers-")
+                )),
+            ),
         };
-        let took = began.elapsed();
-        let (cells, failure) = match cells {
-            Ok(cells) => (cells, None),
-            Err(e) => (Vec::new(), Some(e)),
+        column.took = began.elapsed();
+        let cells = match cells {
+            Ok(cells) => cells,
+            Err(e) => {
+                column.failure = Some(e);
+                Vec::new()
+            }
         };
         let failed = cells
             .iter()
             .filter(|(id, c)| c.mark == Mark::Fail && !id.starts_with("openai "))
             .count();
         eprintln!(
-            "matrix: release {}/{} Dynamo {version}: {} in {:.0} s",
+            "matrix: column {}/{total} Dynamo {label}: {} in {:.0} s",
             n + 1,
-            versions.len(),
-            match &failure {
+            match &column.failure {
                 Some(e) => format!("not run: {e}"),
                 None => format!("{} rows, {failed} failed", cells.len()),
             },
-            took.as_secs_f64()
+            column.took.as_secs_f64()
         );
-        matrix.push(
-            Column {
-                version: version.to_string(),
-                judged_by: version.judged_by(),
-                took,
-                failure,
-            },
-            cells,
-        );
+        matrix.push(column, cells);
     }
     matrix
 }
@@ -809,6 +856,12 @@ fn graph_release(
     let status = std::process::Command::new(exe)
         .args(["run", "--provider", "local", "--dynamo-version"])
         .arg(config.dynamo_version.to_string())
+        .args(
+            config
+                .workers_version
+                .map(|w| vec!["--workers-version".to_string(), w.to_string()])
+                .unwrap_or_default(),
+        )
         .arg("--model")
         .arg(&config.model)
         .arg("--cache-dir")
@@ -861,9 +914,11 @@ mod tests {
     fn column(version: &str) -> Column {
         Column {
             version: version.into(),
+            workers: None,
             judged_by: "profile x".into(),
             took: Duration::from_secs(1),
             failure: None,
+            unservable: false,
         }
     }
 
@@ -904,16 +959,34 @@ mod tests {
         );
         let config = Config::resolve(crate::config::ConfigLayer::default()).unwrap();
         let out = tempfile::tempdir().unwrap();
+        let newer: DynamoVersion = "0.9.1".parse().unwrap();
         let matrix = run(
             &config,
             Path::new("/nonexistent"),
             Tier::Api,
-            &[version],
+            &[version, newer],
+            true,
             out.path(),
         );
         let column = &matrix.columns[0];
         assert_eq!(column.version, "0.8.1");
         assert_eq!(column.failure.as_deref(), Some(err.as_str()));
+        let labels: Vec<String> = matrix.columns.iter().map(Column::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "0.8.1",
+                "0.9.1",
+                "0.9.1 + workers 0.8.1",
+                "0.8.1 + workers 0.9.1"
+            ]
+        );
+        assert!(
+            matrix
+                .columns
+                .iter()
+                .all(|c| c.unservable && c.failure.is_some())
+        );
     }
 
     #[test]
@@ -1047,6 +1120,40 @@ mod tests {
             "{html}"
         );
         assert_eq!(m.json()["rows"][4]["cells"][0], Value::Null);
+    }
+
+    #[test]
+    fn a_skew_column_is_compared_with_its_frontends_own_release() {
+        let mut m = Matrix::new(Tier::Api);
+        m.push(column("1.5.1"), vec![("a".into(), cell(Mark::Pass, ""))]);
+        m.push(column("1.6.1"), vec![("a".into(), cell(Mark::Pass, ""))]);
+        let skew = |frontend: &str, workers: &str| Column {
+            workers: Some(workers.into()),
+            ..column(frontend)
+        };
+        m.push(
+            skew("1.6.1", "1.5.1"),
+            vec![("a".into(), cell(Mark::Fail, "no model"))],
+        );
+        m.push(
+            skew("1.5.1", "1.6.1"),
+            vec![("a".into(), cell(Mark::Pass, ""))],
+        );
+        let pairs: Vec<(String, String)> = m.changes().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("1.5.1".to_string(), "1.6.1".to_string()),
+                ("1.6.1".to_string(), "1.6.1 + workers 1.5.1".to_string()),
+                ("1.5.1".to_string(), "1.5.1 + workers 1.6.1".to_string()),
+            ]
+        );
+        let changes = m.changes();
+        assert!(changes[0].1.is_empty() && changes[2].1.is_empty());
+        assert_eq!(changes[1].1[0].row, "a");
+        assert!(m.markdown().contains("| 1.6.1 + workers 1.5.1 |"));
+        assert_eq!(m.json()["releases"][2]["workers"], "1.5.1");
+        assert!(m.html().contains("1.6.1 + workers 1.5.1"));
     }
 
     #[test]

@@ -40,6 +40,37 @@ pub struct Release {
     /// Why its frontend cannot serve the model on a machine without the Hugging Face Hub, where
     /// that was seen here; such a release is reported as not run, with this reason.
     pub needs_the_hub: Option<&'static str>,
+    /// The DynamoGraphDeployment versions its CRDs serve and store.
+    pub graph_crd: GraphCrd,
+}
+
+/// Which DynamoGraphDeployment API versions a release's CRDs serve, and which one they store (the
+/// one a graph of that release is written in). Read from the operator's CRDs, not run:
+/// `v1beta1` (a `components` list) is served beside `v1alpha1` from 1.2 (ai-dynamo/dynamo#8647)
+/// and is the storage version from 1.4 (#11904); `v1alpha1` stays served through 1.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphCrd {
+    /// `v1alpha1` only: 0.4 to 1.1.
+    V1alpha1,
+    /// `v1alpha1` stored, `v1beta1` served too: 1.2 and 1.3.
+    V1beta1Served,
+    /// `v1beta1` stored, `v1alpha1` served too: from 1.4.
+    V1beta1Stored,
+}
+
+impl GraphCrd {
+    /// Whether `v1beta1` is served.
+    pub fn serves_v1beta1(self) -> bool {
+        self != GraphCrd::V1alpha1
+    }
+
+    /// The storage version, `v1alpha1` or `v1beta1`: the one the suite writes the graph in.
+    pub fn stored(self) -> &'static str {
+        match self {
+            GraphCrd::V1beta1Stored => "v1beta1",
+            _ => "v1alpha1",
+        }
+    }
 }
 
 /// How a release's processes find each other and exchange requests outside Kubernetes.
@@ -53,12 +84,23 @@ pub enum Planes {
     FileTcpZmq,
 }
 
+impl Planes {
+    /// The planes in a few words, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Planes::EtcdAndNats => "etcd and NATS",
+            Planes::FileTcpZmq => "file discovery, TCP requests and ZMQ events",
+        }
+    }
+}
+
 /// A row whose pinned set (`fixtures/local/dynamo/<version>/requirements.txt`), planes and start
-/// order were seen running the release here, judged by its line's `profile`: provisionally, or
+/// order were seen running the release here, with its graph CRD versions (read, see [`GraphCrd`]),
+/// judged by its line's `profile`: provisionally, or
 /// (`seen`) as the matrix found the release keeping it; `needs_the_hub` says why it cannot serve
 /// here.
 macro_rules! row {
-    ($version:literal, $profile:expr, $planes:expr, ordered: $ordered:expr) => {
+    ($version:literal, $profile:expr, $planes:expr, $crd:expr, ordered: $ordered:expr) => {
         Release {
             version: $version,
             profile: $profile,
@@ -73,18 +115,19 @@ macro_rules! row {
             runnable: true,
             profile_seen: false,
             needs_the_hub: None,
+            graph_crd: $crd,
         }
     };
-    ($version:literal, $profile:expr, $planes:expr, ordered: $ordered:expr, seen) => {
+    ($version:literal, $profile:expr, $planes:expr, $crd:expr, ordered: $ordered:expr, seen) => {
         Release {
             profile_seen: true,
-            ..row!($version, $profile, $planes, ordered: $ordered)
+            ..row!($version, $profile, $planes, $crd, ordered: $ordered)
         }
     };
-    ($version:literal, $profile:expr, $planes:expr, ordered: $ordered:expr, needs_the_hub: $why:expr) => {
+    ($version:literal, $profile:expr, $planes:expr, $crd:expr, ordered: $ordered:expr, needs_the_hub: $why:expr) => {
         Release {
             needs_the_hub: Some($why),
-            ..row!($version, $profile, $planes, ordered: $ordered)
+            ..row!($version, $profile, $planes, $crd, ordered: $ordered)
         }
     };
 }
@@ -117,6 +160,7 @@ pub const RELEASES: &[Release] = &[
         runnable: false,
         profile_seen: false,
         needs_the_hub: None,
+        graph_crd: GraphCrd::V1alpha1,
     },
     Release {
         version: "0.4.1",
@@ -128,18 +172,19 @@ pub const RELEASES: &[Release] = &[
         runnable: true,
         profile_seen: true,
         needs_the_hub: None,
+        graph_crd: GraphCrd::V1alpha1,
     },
-    row!("0.5.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
-    row!("0.6.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
-    row!("0.7.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true),
-    row!("0.8.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true, needs_the_hub: HUB_ONLY),
-    row!("0.9.1", &Profile::V0_4, Planes::EtcdAndNats, ordered: true, needs_the_hub: HUB_ONLY),
-    row!("1.0.2", &Profile::V1, Planes::EtcdAndNats, ordered: true, seen),
-    row!("1.1.1", &Profile::V1, Planes::FileTcpZmq, ordered: false, seen),
-    row!("1.2.1", &Profile::V1, Planes::FileTcpZmq, ordered: false, seen),
-    row!("1.3.1", &Profile::V1, Planes::FileTcpZmq, ordered: false, seen),
-    row!("1.4.2", &Profile::V1, Planes::FileTcpZmq, ordered: false, seen),
-    row!("1.5.1", &Profile::V1, Planes::FileTcpZmq, ordered: false, seen),
+    row!("0.5.1", &Profile::V0_4, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true),
+    row!("0.6.1", &Profile::V0_4, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true),
+    row!("0.7.1", &Profile::V0_4, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true),
+    row!("0.8.1", &Profile::V0_4, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, needs_the_hub: HUB_ONLY),
+    row!("0.9.1", &Profile::V0_4, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, needs_the_hub: HUB_ONLY),
+    row!("1.0.2", &Profile::V1, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen),
+    row!("1.1.1", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1alpha1, ordered: false, seen),
+    row!("1.2.1", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1beta1Served, ordered: false, seen),
+    row!("1.3.1", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1beta1Served, ordered: false, seen),
+    row!("1.4.2", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1beta1Stored, ordered: false, seen),
+    row!("1.5.1", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1beta1Stored, ordered: false, seen),
     Release {
         version: "1.6.1",
         profile: &Profile::V1,
@@ -150,6 +195,7 @@ pub const RELEASES: &[Release] = &[
         runnable: true,
         profile_seen: true,
         needs_the_hub: None,
+        graph_crd: GraphCrd::V1beta1Stored,
     },
 ];
 
@@ -293,6 +339,36 @@ impl DynamoVersion {
         }
     }
 
+    /// Whether workers of `workers` can serve beside this release's frontend here: both on the
+    /// same planes ([`Release::planes`]; the suite starts one set of etcd and NATS, or none),
+    /// and each servable here. Dynamo's own support policy is N-2 from about 1.4
+    /// (ai-dynamo/dynamo#12800); breaks seen upstream include 1.4 frontends with 1.2 workers
+    /// (#12657, fixed by #12658).
+    ///
+    /// # Errors
+    /// [`ReleaseError::SkewAcrossPlanes`], or a side's [`ReleaseError::NeedsTheHub`].
+    pub fn skew_with(&self, workers: DynamoVersion) -> Result<(), ReleaseError> {
+        self.servable_here()?;
+        workers.servable_here()?;
+        self.same_planes(workers)
+    }
+
+    /// Whether `workers`' release runs on this one's planes.
+    ///
+    /// # Errors
+    /// [`ReleaseError::SkewAcrossPlanes`].
+    pub fn same_planes(&self, workers: DynamoVersion) -> Result<(), ReleaseError> {
+        if self.release.planes != workers.release.planes {
+            return Err(ReleaseError::SkewAcrossPlanes {
+                frontend: self.version.to_string(),
+                frontend_planes: self.release.planes.describe(),
+                workers: workers.version.to_string(),
+                workers_planes: workers.release.planes.describe(),
+            });
+        }
+        Ok(())
+    }
+
     /// The guide's prefill image's release beside this one (0.4.1's guide pins 0.4.0); none for a
     /// release judged by another's row.
     pub fn guide_prefill(&self) -> Option<&'static str> {
@@ -417,6 +493,20 @@ pub enum ReleaseError {
         version: String,
         /// What was seen ([`Release::needs_the_hub`]).
         why: &'static str,
+    },
+    /// A frontend and workers of releases on different planes.
+    #[error(
+        "Dynamo {workers}'s workers cannot serve beside Dynamo {frontend}'s frontend: {workers} runs on {workers_planes}, {frontend} on {frontend_planes}"
+    )]
+    SkewAcrossPlanes {
+        /// The frontend's release.
+        frontend: String,
+        /// Its planes.
+        frontend_planes: &'static str,
+        /// The workers' release.
+        workers: String,
+        /// Their planes.
+        workers_planes: &'static str,
     },
 }
 

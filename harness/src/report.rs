@@ -125,6 +125,7 @@ pub fn write_json(
     let report = json!({
         "provider": config.provider.as_str(),
         "dynamo_version": config.dynamo_version.to_string(),
+        "workers_version": config.workers_version.map(|w| w.to_string()),
         "profile": config.dynamo_version.profile().name,
         "judged_by": config.dynamo_version.judged_by(),
         "model": config.model,

@@ -29,27 +29,23 @@ const POLL: Duration = Duration::from_secs(5);
 /// The field manager of the park.
 const FIELD_MANAGER: &str = "dynamo-conformance-park";
 
-/// The services of a graph's spec that still run: `(service, replicas)`.
+/// The services of a graph's spec (either version) that still run: `(service, replicas)`.
 pub fn running_components(spec: &Value) -> Vec<(String, i64)> {
-    spec["services"]
-        .as_object()
-        .into_iter()
-        .flatten()
+    crate::operator::graph::services_of(spec)
+        .unwrap_or_default()
+        .iter()
         .map(|(name, s)| (name.clone(), s["replicas"].as_i64().unwrap_or(1)))
         .filter(|(_, replicas)| *replicas != 0)
         .collect()
 }
 
-/// The merge patch that parks `components`, with the reason.
-pub fn park_patch(components: &[(String, i64)], reason: &str) -> Value {
-    let services: serde_json::Map<String, Value> = components
-        .iter()
-        .map(|(name, _)| (name.clone(), json!({ "replicas": 0 })))
-        .collect();
-    json!({
-        "metadata": { "annotations": { PARKED_ANNOTATION: reason } },
-        "spec": { "services": services },
-    })
+/// The merge patch that parks `components` of a graph whose spec is `spec`, in the spec's own
+/// shape, with the reason.
+pub fn park_patch(spec: &Value, components: &[(String, i64)], reason: &str) -> Value {
+    let names: Vec<&str> = components.iter().map(|(name, _)| name.as_str()).collect();
+    let mut patch = crate::operator::graph::replicas_patch(spec, &names, 0);
+    patch["metadata"] = json!({ "annotations": { PARKED_ANNOTATION: reason } });
+    patch
 }
 
 /// Scales the components of every graph the suite applied (label `app.kubernetes.io/managed-by=
@@ -89,7 +85,7 @@ pub async fn park(client: &Client) -> Vec<String> {
                 .patch(
                     &name,
                     &params,
-                    &Patch::Merge(park_patch(&components, &reason)),
+                    &Patch::Merge(park_patch(&graph.spec, &components, &reason)),
                 )
                 .await
             {
@@ -177,12 +173,26 @@ mod tests {
                 ("VllmPrefillWorker".to_string(), 1)
             ]
         );
-        let patch = park_patch(&components, "idle");
+        let patch = park_patch(&spec, &components, "idle");
         assert_eq!(patch["metadata"]["annotations"][PARKED_ANNOTATION], "idle");
         assert_eq!(
             patch["spec"]["services"],
             json!({"Frontend": {"replicas": 0}, "VllmDecodeWorker": {"replicas": 0}, "VllmPrefillWorker": {"replicas": 0}})
         );
+    }
+
+    #[test]
+    fn a_v1beta1_graph_is_parked_in_its_components_list() {
+        let graph: Value = serde_saphyr::from_str(crate::stages::graph::FIXTURE_V1BETA1).unwrap();
+        let mut spec = graph["spec"].clone();
+        let components = running_components(&spec);
+        assert_eq!(components.len(), 3);
+        let patch = park_patch(&spec, &components, "idle");
+        assert_eq!(patch["metadata"]["annotations"][PARKED_ANNOTATION], "idle");
+        assert!(patch["spec"]["services"].is_null());
+        json_patch::merge(&mut spec, &patch["spec"]);
+        assert!(running_components(&spec).is_empty());
+        assert_eq!(spec["components"].as_array().unwrap().len(), 3);
     }
 
     #[test]

@@ -144,17 +144,25 @@ fn mocker(
 }
 
 /// Plans the guide's graph for `version`: a frontend, a decode worker and a prefill worker,
-/// each worker on Dynamo's mocker engine in place of vLLM.
+/// each worker on Dynamo's mocker engine in place of vLLM, the workers run by `workers`'
+/// release and environment (`version`'s own, or another on the same planes: version skew).
 pub fn plan(
     version: DynamoVersion,
     env: &PythonEnv,
+    workers: (DynamoVersion, &PythonEnv),
     model: &ModelDir,
     model_name: &str,
     run_dir: &Path,
     cache_dir: &Path,
 ) -> Result<Plan, DynamoError> {
-    version.servable_here()?;
+    version.skew_with(workers.0)?;
     let python = env.python();
+    let workers_python = workers.1.python();
+    let skew = if workers.0 == version {
+        String::new()
+    } else {
+        format!(", Dynamo {} beside the frontend's {version}", workers.0)
+    };
     let model_path = model.path.display().to_string();
     let http_port = free_port()?.to_string();
     let frontend_url = format!("http://127.0.0.1:{http_port}");
@@ -180,7 +188,7 @@ pub fn plan(
                 let extra = [&["--disaggregation-mode", mode][..], &planes[..]].concat();
                 mocker(
                     name,
-                    &python,
+                    &workers_python,
                     &model_path,
                     model_name,
                     &extra,
@@ -215,12 +223,12 @@ pub fn plan(
                     WorkerState {
                         role: WorkerRole::Decode,
                         system_url: system_url(&decode_port),
-                        engine: "Dynamo mocker, --disaggregation-mode decode".into(),
+                        engine: format!("Dynamo mocker, --disaggregation-mode decode{skew}"),
                     },
                     WorkerState {
                         role: WorkerRole::Prefill,
                         system_url: system_url(&prefill_port),
-                        engine: "Dynamo mocker, --disaggregation-mode prefill".into(),
+                        engine: format!("Dynamo mocker, --disaggregation-mode prefill{skew}"),
                     },
                 ],
                 readiness: Readiness {
@@ -252,7 +260,7 @@ pub fn plan(
                 ]));
                 mocker(
                     name,
-                    &python,
+                    &workers_python,
                     &model_path,
                     model_name,
                     &["--endpoint", endpoint],
@@ -294,7 +302,9 @@ pub fn plan(
                         start_after: Some(format!("{etcd_url}/health")),
                     },
                     ProcessSpec {
-                        start_after: Some(format!("http://127.0.0.1:{nats_monitor}/healthz?js-enabled-only=true")),
+                        start_after: Some(format!(
+                            "http://127.0.0.1:{nats_monitor}/healthz?js-enabled-only=true"
+                        )),
                         ..worker("decode", "dyn://dynamo.backend.generate", &decode_port)
                     },
                     // Two 0.4.1 workers registering one model at once race on NATS's object
@@ -309,15 +319,21 @@ pub fn plan(
                     WorkerState {
                         role: WorkerRole::Decode,
                         system_url: system_url(&decode_port),
-                        engine: "Dynamo mocker, aggregated (0.4.1's mocker has no disaggregation mode)".into(),
+                        engine: format!(
+                            "Dynamo mocker, aggregated (0.4.1's mocker has no disaggregation mode){skew}"
+                        ),
                     },
                     WorkerState {
                         role: WorkerRole::Prefill,
                         system_url: system_url(&prefill_port),
-                        engine: "Dynamo mocker on dyn://dynamo.prefill.generate (serves no requests in 0.4.1)".into(),
+                        engine: format!(
+                            "Dynamo mocker on dyn://dynamo.prefill.generate (serves no requests in 0.4.1){skew}"
+                        ),
                     },
                 ],
-                readiness: Readiness { frontend_lists: vec!["backend.generate".into()] },
+                readiness: Readiness {
+                    frontend_lists: vec!["backend.generate".into()],
+                },
             })
         }
     }

@@ -137,12 +137,14 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// The directory of the deployment of `version`.
+/// The directory of the deployment of the configured release: `run/<version>`, or
+/// `run/<version>+workers-<version>` under version skew.
 pub fn deployment_dir(config: &Config) -> PathBuf {
-    config
-        .cache_dir
-        .join("run")
-        .join(config.dynamo_version.to_string())
+    let name = match config.workers_version {
+        Some(workers) => format!("{}+workers-{workers}", config.dynamo_version),
+        None => config.dynamo_version.to_string(),
+    };
+    config.cache_dir.join("run").join(name)
 }
 
 fn alive(pid: u32) -> bool {
@@ -190,6 +192,9 @@ impl LocalDynamo {
             stop_supervisor(&dir, &state)?;
         }
         let env = install::ensure_env(&config.cache_dir, config.dynamo_version)?;
+        if let Some(workers) = config.workers_version {
+            install::ensure_env(&config.cache_dir, workers)?;
+        }
         model::ensure_model(&config.cache_dir, &env)?;
         let _ = std::fs::remove_dir_all(dir.join("logs"));
         let mut child = spawn_supervisor(config, supervisor_exe, &dir, linger)?;
@@ -237,6 +242,9 @@ fn spawn_supervisor(
         .stderr(err);
     if linger {
         command.arg("--linger");
+    }
+    if let Some(workers) = config.workers_version {
+        command.args(["--workers-version", &workers.to_string()]);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     DeploymentState::remove(dir);
@@ -348,10 +356,15 @@ pub fn status(config: &Config) -> Result<Option<DeploymentState>, DynamoError> {
 pub fn run_supervisor(config: &Config, linger: bool) -> Result<(), DynamoError> {
     let dir = deployment_dir(config);
     let env = install::ensure_env(&config.cache_dir, config.dynamo_version)?;
+    let workers_env = match config.workers_version {
+        Some(workers) => install::ensure_env(&config.cache_dir, workers)?,
+        None => env.clone(),
+    };
     let model = model::ensure_model(&config.cache_dir, &env)?;
     let plan = deployment::plan(
         config.dynamo_version,
         &env,
+        (config.workers_release(), &workers_env),
         &model,
         &config.model,
         &dir,

@@ -136,6 +136,70 @@ pub fn services_of(spec: &Value) -> Result<Map<String, Value>, String> {
     Ok(services)
 }
 
+/// A JSON merge patch (RFC 7386) of a graph whose spec is `spec`, in the spec's own shape, that
+/// merges `main` into the main container of each of `services`: v1alpha1's
+/// `services.<name>.extraPodSpec.mainContainer`, or v1beta1's container `main` of the component's
+/// `podTemplate` (the whole `components` list, as a merge patch replaces lists).
+///
+/// # Errors
+/// A service the spec does not have, or a spec of neither shape, as one line.
+pub fn main_container_patch(
+    spec: &Value,
+    services: &[&str],
+    main: &Value,
+) -> Result<Value, String> {
+    if spec["services"].is_object() {
+        let mut patch = Map::new();
+        for service in services {
+            if spec["services"][*service].is_null() {
+                return Err(format!("the graph has no service {service}"));
+            }
+            patch.insert(
+                service.to_string(),
+                json!({ "extraPodSpec": { "mainContainer": main } }),
+            );
+        }
+        return Ok(json!({ "spec": { "services": patch } }));
+    }
+    let mut components = spec["components"]
+        .as_array()
+        .cloned()
+        .ok_or("spec.services (v1alpha1) and spec.components (v1beta1) are both missing")?;
+    for service in services {
+        let container = components
+            .iter_mut()
+            .find(|c| c["name"] == *service)
+            .and_then(|c| c["podTemplate"]["spec"]["containers"].as_array_mut())
+            .and_then(|cs| cs.iter_mut().find(|c| c["name"] == "main"))
+            .ok_or_else(|| format!("the graph has no component {service} with a main container"))?;
+        json_patch::merge(container, main);
+    }
+    Ok(json!({ "spec": { "components": components } }))
+}
+
+/// A JSON merge patch of a graph whose spec is `spec`, in the spec's own shape, that sets the
+/// `replicas` of each of `services` (services the spec does not have are left out).
+pub fn replicas_patch(spec: &Value, services: &[&str], replicas: i64) -> Value {
+    if let Some(map) = spec["services"].as_object() {
+        let patch: Map<String, Value> = services
+            .iter()
+            .filter(|s| map.contains_key(**s))
+            .map(|s| (s.to_string(), json!({ "replicas": replicas })))
+            .collect();
+        return json!({ "spec": { "services": patch } });
+    }
+    let mut components = spec["components"].as_array().cloned().unwrap_or_default();
+    for component in &mut components {
+        if component["name"]
+            .as_str()
+            .is_some_and(|name| services.contains(&name))
+        {
+            component["replicas"] = replicas.into();
+        }
+    }
+    json!({ "spec": { "components": components } })
+}
+
 /// One DynamoComponentDeployment per service of `graph`, ready to apply.
 pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorError> {
     let name = graph.metadata.name.clone().unwrap_or_default();
@@ -349,6 +413,34 @@ mod tests {
         );
         for (name, service) in &expected {
             assert_eq!(&converted[name], service, "{name}");
+        }
+    }
+
+    #[test]
+    fn patches_change_both_shapes_alike() {
+        for fixture in [
+            include_str!("../../../fixtures/guide/disagg-graph.yaml"),
+            include_str!("../../../fixtures/guide/disagg-graph-v1beta1.yaml"),
+        ] {
+            let mut graph: Value = serde_saphyr::from_str(fixture).unwrap();
+            let image = json!({"image": "elsewhere:1", "env": [{"name": "A", "value": "b"}]});
+            let patch = main_container_patch(&graph["spec"], &["Frontend"], &image).unwrap();
+            json_patch::merge(&mut graph, &patch);
+            let patch = replicas_patch(&graph["spec"], &["VllmDecodeWorker", "Absent"], 0);
+            json_patch::merge(&mut graph, &patch);
+            let services = services_of(&graph["spec"]).unwrap();
+            let main = &services["Frontend"]["extraPodSpec"]["mainContainer"];
+            assert_eq!(main["image"], "elsewhere:1", "{}", graph["apiVersion"]);
+            // v1beta1 keeps env in the container, read back as the service's envs.
+            let env = main["env"]
+                .as_array()
+                .or(services["Frontend"]["envs"].as_array());
+            assert_eq!(env.unwrap()[0]["name"], "A");
+            assert_eq!(services["VllmDecodeWorker"]["replicas"], 0);
+            assert_eq!(services["VllmPrefillWorker"]["replicas"], 1);
+            assert_eq!(services.len(), 3, "{}", graph["apiVersion"]);
+            let err = main_container_patch(&graph["spec"], &["Absent"], &image).unwrap_err();
+            assert!(err.contains("Absent"), "{err}");
         }
     }
 

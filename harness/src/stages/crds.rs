@@ -21,6 +21,19 @@ pub const CRDS: [&str; 2] = [
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Crds);
     let local = cluster.offline();
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let graph_crd = config.dynamo_version.release().graph_crd;
+    // The API server refuses to drop a version objects were stored in (`status.storedVersions`):
+    // after a release that stores v1beta1, an older one's stand-in keeps serving it.
+    let stored_before = api
+        .get_opt(CRDS[0])
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.status.and_then(|s| s.stored_versions))
+        .unwrap_or_default();
+    let keep_v1beta1 =
+        local && !graph_crd.serves_v1beta1() && stored_before.iter().any(|v| v == "v1beta1");
     let chart = if local {
         helm::CRDS_CHART
             .materialize(&config.cache_dir, "crds")?
@@ -39,16 +52,23 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         chart: &chart,
         namespace: &config.namespace,
         sets: if local {
-            vec![format!(
-                "workerMetadata={}",
-                config.dynamo_version.profile().discovery == crate::profile::Discovery::Kubernetes
-            )]
+            vec![
+                format!(
+                    "workerMetadata={}",
+                    config.dynamo_version.profile().discovery
+                        == crate::profile::Discovery::Kubernetes
+                ),
+                format!(
+                    "graph.v1beta1={}",
+                    graph_crd.serves_v1beta1() || keep_v1beta1
+                ),
+                format!("graph.stored={}", graph_crd.stored()),
+            ]
         } else {
             Vec::new()
         },
         owned: local,
     };
-    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
     let mut absent = Vec::new();
     for crd in CRDS {
         if api.get_metadata_opt(crd).await.ok().flatten().is_none() {
@@ -68,7 +88,17 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         );
     }
     if local {
-        note.push_str(" (the project's stand-in: same CRD names and versions, open schema; NGC is unreachable here)");
+        note.push_str(&format!(
+            " (the project's stand-in: same CRD names, DynamoGraphDeployment {} stored{}, open schema; NGC is unreachable here)",
+            graph_crd.stored(),
+            if keep_v1beta1 {
+                ", v1beta1 still served: a newer release's run stored objects in it"
+            } else if graph_crd.serves_v1beta1() {
+                " and v1alpha1 and v1beta1 served"
+            } else {
+                ""
+            }
+        ));
     }
     for crd in CRDS {
         wait::until(

@@ -14,8 +14,20 @@ use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment, condit
 use crate::k8s::{K8sError, MANAGED_BY_LABEL, apply, wait};
 use crate::operator::component::SELECTOR_LABEL;
 
-/// The guide's graph, as the guide writes it.
+/// The guide's graph, as the guide writes it (DynamoGraphDeployment `v1alpha1`).
 pub const FIXTURE: &str = include_str!("../../../fixtures/guide/disagg-graph.yaml");
+/// The guide's graph in DynamoGraphDeployment `v1beta1` (the same topology, images, commands
+/// and probes), for releases whose CRDs store `v1beta1`.
+pub const FIXTURE_V1BETA1: &str = include_str!("../../../fixtures/guide/disagg-graph-v1beta1.yaml");
+
+/// The fixture of the graph in the version the run's release stores
+/// ([`crate::release::GraphCrd::stored`]): `(file under fixtures/, text)`.
+pub fn fixture(config: &Config) -> (&'static str, &'static str) {
+    match config.dynamo_version.release().graph_crd.stored() {
+        "v1beta1" => ("guide/disagg-graph-v1beta1.yaml", FIXTURE_V1BETA1),
+        _ => ("guide/disagg-graph.yaml", FIXTURE),
+    }
+}
 /// Its name.
 pub const GRAPH: &str = "vllm-v1-disagg-router";
 /// The model and release the guide's graph names, replaced by the run's.
@@ -27,27 +39,50 @@ pub const READY_STATE: &str = "successful";
 /// The guide's prefill worker image, one release behind its other images.
 const GUIDE_PREFILL_IMAGE: &str = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.0";
 
-/// The guide's graph with the run's model and release. The guide's own skew (its prefill worker
-/// runs 0.4.0 beside 0.4.1) is kept when the run is of the guide's release, 0.4.1; for any other
-/// release every component runs the release under test (a 0.4.0 worker in a 1.x graph is not
-/// the guide's skew, and would not run).
+/// The guide's graph with the run's model and release, in the version the release stores
+/// ([`fixture`]). The guide's own skew (its prefill worker runs 0.4.0 beside 0.4.1) is kept when
+/// the run is of the guide's release, 0.4.1; for any other release every component runs the
+/// release under test (a 0.4.0 worker in a 1.x graph is not the guide's skew, and would not run).
 pub fn manifest(config: &Config) -> Result<Value, K8sError> {
     let image = format!(
         "nvcr.io/nvidia/ai-dynamo/vllm-runtime:{}",
         config.dynamo_version
     );
-    let mut text = FIXTURE
+    let (file, fixture) = fixture(config);
+    let mut text = fixture
         .replace(GUIDE_IMAGE, &image)
         .replace(GUIDE_MODEL, &config.model);
     if config.dynamo_version.guide_prefill().is_none() {
         text = text.replace(GUIDE_PREFILL_IMAGE, &image);
     }
-    let mut objects = apply::parse_documents("guide/disagg-graph.yaml", &text)?;
+    let mut objects = apply::parse_documents(file, &text)?;
     let mut graph = objects.remove(0);
     graph["metadata"]["annotations"][crate::bridge::pod::VERSION_ANNOTATION] =
         config.dynamo_version.to_string().into();
+    if let Some(workers) = config.workers_version {
+        let invalid = |reason: String| K8sError::InvalidFixture {
+            fixture: file.to_string(),
+            reason,
+        };
+        let services = crate::operator::graph::services_of(&graph["spec"]).map_err(invalid)?;
+        let names: Vec<&str> = services
+            .iter()
+            .filter(|(_, s)| s["componentType"] == "worker")
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let image = serde_json::json!({
+            "image": format!("nvcr.io/nvidia/ai-dynamo/vllm-runtime:{workers}")
+        });
+        let patch = crate::operator::graph::main_container_patch(&graph["spec"], &names, &image)
+            .map_err(invalid)?;
+        json_patch::merge(&mut graph, &patch);
+        graph["metadata"]["annotations"][WORKERS_ANNOTATION] = workers.to_string().into();
+    }
     Ok(graph)
 }
+
+/// The graph annotation naming its workers' release under version skew (their images' tag).
+pub const WORKERS_ANNOTATION: &str = "dynamo-conformance/workers-version";
 
 /// What one node can give a pod: allocatable CPU (millicores) and memory (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +101,30 @@ pub struct NodeRoom {
 pub fn fit_requests(graph: &mut Value, room: NodeRoom) -> Vec<String> {
     use crate::k8s::quantity;
     let mut notes = Vec::new();
-    let Some(services) = graph["spec"]["services"].as_object_mut() else {
-        return notes;
-    };
-    for (name, service) in services.iter_mut() {
-        let requests = &mut service["resources"]["requests"];
+    // v1alpha1's `services.<name>.resources`, or v1beta1's container `main` of each component.
+    let resources: Vec<(String, &mut Value)> =
+        if let Some(services) = graph["spec"]["services"].as_object_mut() {
+            services
+                .iter_mut()
+                .map(|(name, s)| (name.clone(), &mut s["resources"]))
+                .collect()
+        } else {
+            graph["spec"]["components"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    let name = c["name"].as_str()?.to_string();
+                    let main = c["podTemplate"]["spec"]["containers"]
+                        .as_array_mut()?
+                        .iter_mut()
+                        .find(|c| c["name"] == "main")?;
+                    Some((name, &mut main["resources"]))
+                })
+                .collect()
+        };
+    for (name, resources) in resources {
+        let requests = &mut resources["requests"];
         if let Some(cpu) = requests["cpu"].as_str().and_then(quantity::millicores)
             && cpu > room.cpu_millis
         {
@@ -265,12 +319,12 @@ async fn replace(
     }
 }
 
-/// Each service's `(component, replicas)` in a graph's spec (`replicas` defaults to 1).
+/// Each service's `(component, replicas)` in a graph's spec of either version (`replicas`
+/// defaults to 1).
 pub fn desired_replicas(spec: &Value) -> Vec<(String, i64)> {
-    spec["services"]
-        .as_object()
-        .into_iter()
-        .flatten()
+    crate::operator::graph::services_of(spec)
+        .unwrap_or_default()
+        .iter()
         .map(|(service, s)| {
             (
                 crate::operator::graph::component_name(GRAPH, service),
@@ -543,7 +597,25 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                 .get(crate::bridge::pod::VERSION_ANNOTATION)
                 .cloned()
         })
-        .filter(|v| !foreign && *v != config.dynamo_version.to_string());
+        .filter(|v| !foreign && *v != config.dynamo_version.to_string())
+        .or_else(|| {
+            // Another skew (or none where there was one) replaces the graph as well.
+            let workers = existing
+                .as_ref()?
+                .annotations()
+                .get(WORKERS_ANNOTATION)
+                .cloned();
+            let wanted = config.workers_version.map(|w| w.to_string());
+            (!foreign && workers != wanted).then(|| {
+                format!(
+                    "{}{}",
+                    config.dynamo_version,
+                    workers
+                        .map(|w| format!(" with workers {w}"))
+                        .unwrap_or_default()
+                )
+            })
+        });
     if let (Some(old), Some(graph)) = (&other_release, &existing) {
         // Pod templates that do not name the release (the guide's 0.4.0 prefill image) would not
         // roll, so a graph of another release is replaced rather than updated.
@@ -563,9 +635,10 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                     .map_err(&fail)?,
             );
         }
+        let api_version = graph["apiVersion"].as_str().unwrap_or_default().to_string();
         apply::apply_objects(
             &cluster.client,
-            "guide/disagg-graph.yaml",
+            fixture(config).0,
             vec![graph],
             ns,
             Stage::Graph.name(),
@@ -573,8 +646,12 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         .await
         .map_err(&fail)?;
         notes.push(format!(
-            "applied the guide's DynamoGraphDeployment {GRAPH} (model {}, image tag {} where the guide has 0.4.1)",
-            config.model, config.dynamo_version
+            "applied the guide's DynamoGraphDeployment {GRAPH} as {} ({}, the version Dynamo {}'s CRDs store; model {}, image tag {} where the guide has 0.4.1)",
+            api_version,
+            fixture(config).0,
+            config.dynamo_version,
+            config.model,
+            config.dynamo_version
         ));
         if let Some(parked) = existing
             .as_ref()
@@ -633,10 +710,12 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
                 notes.push(format!(
                     "the ready graph's frontend did not serve ({why}): its pod was restarted"
                 ));
-                graph_ready().await.map_err(&fail)?;
+                // The new pod first, then the graph's status, which trails it (read too early,
+                // the status still says what it said before the restart).
                 pods_ready(&cluster.client, ns, config, &desired_replicas(&graph.spec))
                     .await
                     .map_err(&fail)?;
+                graph_ready().await.map_err(&fail)?;
                 if let Err(why) = frontend_serves(&cluster.client, ns, config).await {
                     return Err(fail(K8sError::Timeout {
                         what: format!(
@@ -686,8 +765,7 @@ mod tests {
     }
 
     fn images(graph: &Value) -> Vec<(String, String)> {
-        graph["spec"]["services"]
-            .as_object()
+        crate::operator::graph::services_of(&graph["spec"])
             .unwrap()
             .iter()
             .map(|(k, v)| {
@@ -760,6 +838,49 @@ mod tests {
             notes.contains(&"VllmDecodeWorker requests memory 20Gi -> 1024Mi".to_string()),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn a_release_gets_the_graph_in_the_version_its_crds_store_fitted_alike() {
+        let room = NodeRoom {
+            cpu_millis: 2000,
+            memory_bytes: 24 * 1073741824,
+        };
+        for (version, api) in [
+            ("1.1.1", "nvidia.com/v1alpha1"),
+            ("1.3.1", "nvidia.com/v1alpha1"),
+            ("1.4.2", "nvidia.com/v1beta1"),
+            ("1.6.1", "nvidia.com/v1beta1"),
+        ] {
+            let mut graph = manifest(&config(version, "my/model")).unwrap();
+            assert_eq!(graph["apiVersion"], api, "{version}");
+            assert_eq!(
+                fit_requests(&mut graph, room),
+                [
+                    "VllmDecodeWorker requests cpu 10 -> 500m",
+                    "VllmPrefillWorker requests cpu 10 -> 500m",
+                ],
+                "{version}"
+            );
+            let services = crate::operator::graph::services_of(&graph["spec"]).unwrap();
+            let decode = &services["VllmDecodeWorker"];
+            assert_eq!(decode["resources"]["requests"]["cpu"], "500m");
+            assert_eq!(decode["resources"]["limits"]["gpu"], "1");
+            let main = &decode["extraPodSpec"]["mainContainer"];
+            assert!(
+                main["args"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("--model my/model")
+            );
+            assert_eq!(
+                main["image"],
+                format!("nvcr.io/nvidia/ai-dynamo/vllm-runtime:{version}")
+            );
+            let prefill = &services["VllmPrefillWorker"]["extraPodSpec"]["mainContainer"];
+            assert_eq!(prefill["image"], main["image"], "{version}: no guide skew");
+            assert_eq!(desired_replicas(&graph["spec"]).len(), 3);
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub enum ClusterCheck {
     DefaultStorageClass,
     /// A PVC on the default class binds once a pod uses it.
     PvcBinds,
-    /// The Dynamo CRDs are established and serve v1alpha1.
+    /// The Dynamo CRDs are established and serve v1alpha1; the DynamoGraphDeployment CRD serves
+    /// v1beta1 too from 1.2 ([`crate::release::GraphCrd`]).
     CrdsEstablished,
     /// The operator deployment is available with the release's containers.
     OperatorAvailable,
@@ -296,7 +297,7 @@ pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
             ));
             secret_present(cluster, config).await
         }
-        ClusterCheck::CrdsEstablished => crds_established(cluster).await,
+        ClusterCheck::CrdsEstablished => crds_established(cluster, config).await,
         ClusterCheck::OperatorAvailable => operator_available(cluster, config).await,
         ClusterCheck::EtcdAndNatsRunning => etcd_and_nats_running(cluster, config).await,
         ClusterCheck::ServicesListen => services_listen(cluster, config).await,
@@ -507,7 +508,8 @@ async fn default_storage_class(cluster: &Cluster) -> Vec<String> {
     }
 }
 
-async fn crds_established(cluster: &Cluster) -> Vec<String> {
+async fn crds_established(cluster: &Cluster, config: &Config) -> Vec<String> {
+    let graph_crd = config.dynamo_version.release().graph_crd;
     let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
     let mut problems = Vec::new();
     for name in crds::CRDS {
@@ -529,13 +531,29 @@ async fn crds_established(cluster: &Cluster) -> Vec<String> {
                         crds::describe_crd(Some(&crd))
                     ));
                 }
-                if !crd
-                    .spec
-                    .versions
-                    .iter()
-                    .any(|v| v.name == "v1alpha1" && v.served)
-                {
-                    problems.push(format!("CRD {name} does not serve v1alpha1"));
+                let mut wanted = vec!["v1alpha1"];
+                if name == crds::CRDS[0] && graph_crd.serves_v1beta1() {
+                    wanted.push("v1beta1");
+                }
+                for version in wanted {
+                    if !crd
+                        .spec
+                        .versions
+                        .iter()
+                        .any(|v| v.name == version && v.served)
+                    {
+                        problems.push(format!(
+                            "CRD {name} does not serve {version}{}",
+                            if version == "v1beta1" {
+                                format!(
+                                    " (Dynamo {}'s operator serves it from 1.2, ai-dynamo/dynamo#8647)",
+                                    config.dynamo_version
+                                )
+                            } else {
+                                String::new()
+                            }
+                        ));
+                    }
                 }
             }
         }

@@ -14,13 +14,17 @@ use crate::stages::{Stage, graph};
 pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
     match cluster.provider {
         ProviderKind::Local => format!(
-            "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and worker processes, \
+            "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and {} worker processes, \
              one per pod, started by the bridge from each pod's own command and environment and reached through kube-rs \
              port-forwards via the API server and kwok, their probes run against them (exec probes with the image's programs); {}; \
              stand-in: the Dynamo operator (the project's controller following the release line's rules: its Go module is refused by this machine's proxy); \
              simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
             cluster.version,
             config.dynamo_version,
+            match config.workers_version {
+                Some(workers) => format!("Dynamo {workers} (version skew)"),
+                None => "its".into(),
+            },
             match config.dynamo_version.release().planes {
                 crate::release::Planes::EtcdAndNats =>
                     "the platform's etcd (Debian) and nats-server v2.10.21 (Go module proxy) as local processes, discovery through that etcd",
@@ -224,12 +228,13 @@ pub(super) async fn component_pods(
         Ok(m) => m,
         Err(e) => return vec![e.to_string()],
     };
-    let Some(services) = manifest["spec"]["services"].as_object() else {
-        return vec!["the graph fixture has no services".into()];
+    let services = match crate::operator::graph::services_of(&manifest["spec"]) {
+        Ok(services) => services,
+        Err(e) => return vec![format!("the graph fixture: {e}")],
     };
     let mut problems = Vec::new();
     let mut images = Vec::new();
-    for (service, spec) in services {
+    for (service, spec) in &services {
         let component = crate::operator::graph::component_name(graph::GRAPH, service);
         let pods = match component_pods_of(cluster, ns, &component).await {
             Ok(p) => p,
