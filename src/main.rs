@@ -255,7 +255,7 @@ struct ApiArgs {
     /// The model the frontend serves.
     #[arg(long)]
     model: String,
-    /// The profile to hold the endpoint to: 0.4, 1.x, openai (strict) or auto. Beside it, every
+    /// The profile to hold the endpoint to: 0.4, 0.5, 0.6 (0.6 and 0.7), 1.x, openai (strict) or auto. Beside it, every
     /// run also reports the strict openai verdict (informational: the exit code follows this one).
     #[arg(long, default_value = "auto")]
     profile: ProfileChoice,

@@ -329,7 +329,7 @@ fn an_invalid_profile_is_one_line() {
     assert_one_line_error(
         &output,
         2,
-        "unknown profile '2.0' (expected one of: 0.4, 1.x, openai, auto)",
+        "unknown profile '2.0' (expected one of: 0.4, 0.5, 0.6, 1.x, openai, auto)",
     );
 }
 

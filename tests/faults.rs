@@ -1142,13 +1142,20 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
     if !release_has(&config, "frontend scoped to its Dynamo namespace", scoped) {
         return;
     }
+    // v1alpha1's extraPodSpec.mainContainer.env beats the operator's DYN_NAMESPACE; v1beta1 has
+    // one env, the container's, and where the 1.4+ operator ranks it against its own defaults is
+    // not established here (the stand-in reads it as v1alpha1's envs, which the defaults beat).
+    if config.dynamo_version.release().graph_crd.stored() != "v1alpha1" {
+        println!(
+            "SKIP: Dynamo {}'s graph is v1beta1, which has no env known to override the operator's DYN_NAMESPACE \
+             (run with DYNAMO_CONFORMANCE_DYNAMO_VERSION=1.3.1, whose CRDs store v1alpha1)",
+            config.dynamo_version
+        );
+        return;
+    }
     healed("guide::graph::ready");
-    // The guide's v1alpha1 graph sets no container env: applying it again would leave this one
-    // (v1beta1's components list is applied whole again).
+    // The guide's graph sets no container env: applying it again would leave this one.
     let undo = Undo(&config, &|config: &Config| {
-        if graph_spec(config)["services"].is_null() {
-            return;
-        }
         for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
             let path = format!("/spec/services/{service}/extraPodSpec/mainContainer/env");
             let remove = serde_json::json!([{"op": "remove", "path": path}]);
@@ -1166,21 +1173,11 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
             );
         }
     });
-    for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
-        // v1beta1 keeps the service's env in the main container: kept, the namespace added.
-        let services =
-            harness::operator::graph::services_of(&graph_spec(&config)).expect("a graph");
-        let mut env = if graph_spec(&config)["components"].is_array() {
-            services[service]["envs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        env.push(serde_json::json!({"name": "DYN_NAMESPACE", "value": "elsewhere"}));
-        merge_into_main_containers(&config, &[service], &serde_json::json!({ "env": env }));
-    }
+    merge_into_main_containers(
+        &config,
+        &["VllmDecodeWorker", "VllmPrefillWorker"],
+        &serde_json::json!({"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}),
+    );
     for component in ["vllmdecodeworker", "vllmprefillworker"] {
         rollout_status(
             &config,

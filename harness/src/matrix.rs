@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::openai::Endpoint;
 use crate::openai::check::{Checks, excerpt};
 use crate::openai::client::Answer;
-use crate::openai::probe::{ApiProbe, Captured, judge, observe_worker};
+use crate::openai::probe::{ApiProbe, judge, observe_workers};
 use crate::profile::{Profile, ProfileChoice};
 use crate::release::{DynamoVersion, ReleaseError};
 
@@ -587,16 +587,7 @@ pub fn api_release(config: &Config, exe: &Path) -> Result<Vec<(String, Cell)>, S
     for probe in ApiProbe::ALL {
         observations.push(rt.block_on(probe.observe(&graph.frontend, &model)));
     }
-    let mut worker_exchanges = Vec::new();
-    for worker in &graph.workers {
-        let mut exchanges = rt.block_on(observe_worker(worker, &graph.frontend, &model));
-        for exchange in &mut exchanges {
-            if let Captured::Http(Answer::Answered(c)) = &mut exchange.captured {
-                c.request_line = format!("{} ({})", c.request_line, worker.base());
-            }
-        }
-        worker_exchanges.extend(exchanges);
-    }
+    let worker_exchanges = rt.block_on(observe_workers(&graph.workers, &graph.frontend, &model));
     // Before each edge probe and after the last: a graph that stopped serving is charged to the
     // probe before (the guide's probes and the workers' checks before the first edge probe).
     let mut breaks = Breaks::default();

@@ -47,8 +47,10 @@ pub struct Profile {
     pub stream_usage: StreamUsage,
     /// The error body of a request for an unknown model.
     pub unknown_model_error: ErrorBody,
-    /// The error body of a malformed request (bad JSON, a missing field).
+    /// The error body of a malformed request (a missing field, an invalid `max_tokens`).
     pub malformed_error: ErrorBody,
+    /// The error body of a request that is not JSON at all.
+    pub invalid_json_error: ErrorBody,
     /// Tokens a `length`-finished completion may fall short of `max_tokens` by
     /// (0.4.1 stops one token early: `max_tokens` 10 gives 9).
     pub length_shortfall: u64,
@@ -170,6 +172,7 @@ impl Profile {
         stream_usage: StreamUsage::RunningInEveryChunk,
         unknown_model_error: ErrorBody::ErrorString,
         malformed_error: ErrorBody::PlainText,
+        invalid_json_error: ErrorBody::PlainText,
         length_shortfall: 1,
         frontend_health: FrontendHealth::StatusHealthy,
         operator_containers: &["kube-rbac-proxy", "manager"],
@@ -188,6 +191,28 @@ impl Profile {
         engine_requires_max_tokens: None,
     };
 
+    /// Dynamo 0.5.x: 0.4's API but usage only in a final chunk when asked, and JSON
+    /// `{"error": "..."}` for a request missing a field (one that is not JSON still gets plain
+    /// text). Seen running 0.5.1 here
+    /// (`matrix --releases 0.5.1 --tier api`, 2026-12-01); its operator and platform facts are
+    /// 0.4's, not seen (the graph tier has not run it).
+    pub const V0_5: Profile = Profile {
+        name: "0.5",
+        stream_usage: StreamUsage::FinalChunkWhenAsked,
+        malformed_error: ErrorBody::ErrorString,
+        ..Profile::V0_4
+    };
+
+    /// Dynamo 0.6.x and 0.7.x: 0.5's, with 1.x's flat JSON errors. Seen running 0.6.1 and 0.7.1
+    /// here (`matrix --releases 0.6.1,0.7.1 --tier api`, 2026-12-01); operator and platform facts
+    /// as 0.5's.
+    pub const V0_6: Profile = Profile {
+        name: "0.6",
+        unknown_model_error: ErrorBody::FlatMessage,
+        malformed_error: ErrorBody::FlatMessage,
+        ..Profile::V0_5
+    };
+
     /// Dynamo 1.x.
     pub const V1: Profile = Profile {
         name: "1.x",
@@ -195,6 +220,7 @@ impl Profile {
         stream_usage: StreamUsage::FinalChunkWhenAsked,
         unknown_model_error: ErrorBody::FlatMessage,
         malformed_error: ErrorBody::FlatMessage,
+        invalid_json_error: ErrorBody::FlatMessage,
         length_shortfall: 0,
         frontend_health: FrontendHealth::StatusHealthy,
         operator_containers: &["manager"],
@@ -223,13 +249,15 @@ impl Profile {
         name: "openai",
         unknown_model_error: ErrorBody::OpenAiEnvelope,
         malformed_error: ErrorBody::OpenAiEnvelope,
+        invalid_json_error: ErrorBody::OpenAiEnvelope,
         may_omit_finish_reason: false,
         engine_requires_max_tokens: None,
         ..Profile::V1
     };
 
     /// Every release profile, oldest first.
-    pub const ALL: [&'static Profile; 2] = [&Profile::V0_4, &Profile::V1];
+    pub const ALL: [&'static Profile; 4] =
+        [&Profile::V0_4, &Profile::V0_5, &Profile::V0_6, &Profile::V1];
 
     /// `auto`'s reading of a release profile: its promises, but any known error shape accepted
     /// (and named), since a release's error bodies differ between its own endpoints.
@@ -237,11 +265,14 @@ impl Profile {
         Profile {
             unknown_model_error: ErrorBody::AnyKnown,
             malformed_error: ErrorBody::AnyKnown,
+            invalid_json_error: ErrorBody::AnyKnown,
             ..self
         }
     }
 
     const AUTO_V0_4: Profile = Profile::V0_4.lenient();
+    const AUTO_V0_5: Profile = Profile::V0_5.lenient();
+    const AUTO_V0_6: Profile = Profile::V0_6.lenient();
     const AUTO_V1: Profile = Profile::V1.lenient();
 }
 
@@ -265,7 +296,12 @@ impl ProfileChoice {
     pub fn candidates(self) -> Vec<&'static Profile> {
         match self {
             ProfileChoice::Exactly(profile) => vec![profile],
-            ProfileChoice::Auto => vec![&Profile::AUTO_V0_4, &Profile::AUTO_V1],
+            ProfileChoice::Auto => vec![
+                &Profile::AUTO_V0_4,
+                &Profile::AUTO_V0_5,
+                &Profile::AUTO_V0_6,
+                &Profile::AUTO_V1,
+            ],
         }
     }
 }
@@ -286,6 +322,8 @@ impl FromStr for ProfileChoice {
         match s.trim() {
             "auto" => Ok(ProfileChoice::Auto),
             "0.4" | "0.4.x" => Ok(ProfileChoice::Exactly(&Profile::V0_4)),
+            "0.5" | "0.5.x" => Ok(ProfileChoice::Exactly(&Profile::V0_5)),
+            "0.6" | "0.6.x" | "0.7" | "0.7.x" => Ok(ProfileChoice::Exactly(&Profile::V0_6)),
             "1" | "1.x" => Ok(ProfileChoice::Exactly(&Profile::V1)),
             "openai" => Ok(ProfileChoice::Exactly(&Profile::OPENAI)),
             other => Err(ProfileError::UnknownProfile(other.to_string())),
@@ -296,8 +334,8 @@ impl FromStr for ProfileChoice {
 /// Errors naming a release or profile the suite does not know.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProfileError {
-    /// A profile name other than `0.4`, `1.x`, `openai` or `auto`.
-    #[error("unknown profile '{0}' (expected one of: 0.4, 1.x, openai, auto)")]
+    /// A profile name other than `0.4`, `0.5`, `0.6`, `1.x`, `openai` or `auto`.
+    #[error("unknown profile '{0}' (expected one of: 0.4, 0.5, 0.6, 1.x, openai, auto)")]
     UnknownProfile(String),
 }
 
@@ -309,6 +347,8 @@ mod tests {
     #[rstest]
     #[case("auto", ProfileChoice::Auto)]
     #[case("0.4", ProfileChoice::Exactly(&Profile::V0_4))]
+    #[case("0.5", ProfileChoice::Exactly(&Profile::V0_5))]
+    #[case("0.7", ProfileChoice::Exactly(&Profile::V0_6))]
     #[case("1.x", ProfileChoice::Exactly(&Profile::V1))]
     fn profiles_parse(#[case] input: &str, #[case] expected: ProfileChoice) {
         assert_eq!(input.parse::<ProfileChoice>(), Ok(expected));
@@ -319,7 +359,7 @@ mod tests {
         let err = "2.0".parse::<ProfileChoice>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown profile '2.0' (expected one of: 0.4, 1.x, openai, auto)"
+            "unknown profile '2.0' (expected one of: 0.4, 0.5, 0.6, 1.x, openai, auto)"
         );
     }
 
@@ -332,6 +372,10 @@ mod tests {
                 .name
         };
         assert_eq!(profile("0.4.1"), "0.4");
+        assert_eq!(profile("0.5.1"), "0.5");
+        assert_eq!(profile("0.6.1"), "0.6");
+        assert_eq!(profile("0.7.1"), "0.6");
+        assert_eq!(profile("1.0.2"), "1.x");
         assert_eq!(profile("1.6.1"), "1.x");
         assert_eq!(ProfileChoice::Auto.candidates().len(), Profile::ALL.len());
     }

@@ -74,8 +74,8 @@ pub enum DynamoError {
     /// The release cannot run here ([`crate::release::DynamoVersion::servable_here`]).
     #[error(transparent)]
     Release(#[from] crate::release::ReleaseError),
-    /// The supervisor did not stop.
-    #[error("the supervisor (pid {pid}) did not stop within {waited:?}")]
+    /// The supervisor did not stop, on SIGTERM within `waited` nor on SIGKILL.
+    #[error("the supervisor (pid {pid}) did not stop within {waited:?} of SIGTERM, nor on SIGKILL")]
     StopTimeout {
         /// Its pid.
         pid: u32,
@@ -86,6 +86,21 @@ pub enum DynamoError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_exited_child_not_yet_reaped_is_not_alive() {
+        assert!(super::alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Still a zombie: signal 0 reaches it, yet it runs no more.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, 0) }, 0);
+        assert!(!super::alive(pid));
+        child.wait().unwrap();
+    }
+
     #[test]
     fn colours_are_stripped_from_log_tails() {
         assert_eq!(
@@ -147,9 +162,14 @@ pub fn deployment_dir(config: &Config) -> PathBuf {
     config.cache_dir.join("run").join(name)
 }
 
+/// Whether `pid` runs: it exists and is no zombie (an exited child not yet reaped).
 fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    exists
+        && procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.stat())
+            .map_or(true, |stat| stat.state != 'Z')
 }
 
 /// A running local deployment this process holds a lease on.
@@ -318,7 +338,16 @@ fn stop_supervisor(dir: &Path, state: &DeploymentState) -> Result<(), DynamoErro
             std::thread::sleep(Duration::from_millis(100));
         }
         if alive(pid) && DeploymentState::read(dir)?.is_some() {
-            return Err(DynamoError::StopTimeout { pid, waited });
+            // It did not stop on its own: its process group is killed, and it must be gone.
+            // SAFETY: signalling the process group the supervisor led.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+            let killed = Instant::now() + Duration::from_secs(5);
+            while alive(pid) && Instant::now() < killed {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if alive(pid) {
+                return Err(DynamoError::StopTimeout { pid, waited });
+            }
         }
     }
     // Whatever the supervisor left behind shares its process group.

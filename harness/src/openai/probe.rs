@@ -325,6 +325,7 @@ impl Malformed {
     fn shape(self, profile: &Profile) -> crate::profile::ErrorBody {
         match self {
             Malformed::UnknownModel => profile.unknown_model_error,
+            Malformed::InvalidJson => profile.invalid_json_error,
             _ => profile.malformed_error,
         }
     }
@@ -677,7 +678,21 @@ pub async fn observe_endpoint(
     for probe in ApiProbe::ALL {
         observations.push(probe.observe(frontend, model).await);
     }
-    let mut worker_exchanges = Vec::new();
+    let worker_exchanges = observe_workers(workers, frontend, model).await;
+    for probe in ApiProbe::EDGES {
+        observations.push(probe.observe(frontend, model).await);
+    }
+    (observations, worker_exchanges)
+}
+
+/// [`observe_worker`] for each of `workers` in turn, each request line naming its worker
+/// (`GET /health (http://127.0.0.1:9090)`).
+pub async fn observe_workers(
+    workers: &[Endpoint],
+    frontend: &Endpoint,
+    model: &str,
+) -> Vec<Exchange> {
+    let mut all = Vec::new();
     for worker in workers {
         let mut exchanges = observe_worker(worker, frontend, model).await;
         for exchange in &mut exchanges {
@@ -685,12 +700,9 @@ pub async fn observe_endpoint(
                 c.request_line = format!("{} ({})", c.request_line, worker.base());
             }
         }
-        worker_exchanges.extend(exchanges);
+        all.extend(exchanges);
     }
-    for probe in ApiProbe::EDGES {
-        observations.push(probe.observe(frontend, model).await);
-    }
-    (observations, worker_exchanges)
+    all
 }
 
 /// Checks a worker's system port, `/health` ready and `/live`: idle, then again while a
