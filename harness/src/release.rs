@@ -142,7 +142,10 @@ const HUB_ONLY: &str = "its frontend asks the Hugging Face Hub's API (huggingfac
 /// 1.0.2 to 1.5.1 are `seen`: `matrix --releases all --tier api` (2026-12-01) found every 1.x
 /// promise of the profile kept (`/v1/models` entries `"object": "model"`, usage only in a final
 /// chunk when asked, flat JSON errors); what they break beyond it are faults (recorded for 1.0.2
-/// in `findings.rs`, listed by the matrix for the others), not another profile.
+/// in `findings.rs`, listed by the matrix for the others), not another profile. 0.5.1 to 0.7.1
+/// are `seen` under profiles of their own (`0.5`, `0.6`), set from what the same matrix saw them
+/// answer; their faults (a stop sequence's broken stream, `n` ignored, 500 without `max_tokens`)
+/// are listed by the matrix, not yet recorded as findings.
 ///
 /// Each row's pinned set, planes and start order were seen running that release here
 /// (2026-12-01: imports, `--help` of `dynamo.frontend` and `dynamo.mocker`; for 1.1.1 to 1.5.1 a

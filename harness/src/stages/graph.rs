@@ -23,8 +23,10 @@ pub const FIXTURE_V1BETA1: &str = include_str!("../../../fixtures/guide/disagg-g
 /// The fixture of the graph in the version the run's release stores
 /// ([`crate::release::GraphCrd::stored`]): `(file under fixtures/, text)`.
 pub fn fixture(config: &Config) -> (&'static str, &'static str) {
-    match config.dynamo_version.release().graph_crd.stored() {
-        "v1beta1" => ("guide/disagg-graph-v1beta1.yaml", FIXTURE_V1BETA1),
+    match config.dynamo_version.release().graph_crd {
+        crate::release::GraphCrd::V1beta1Stored => {
+            ("guide/disagg-graph-v1beta1.yaml", FIXTURE_V1BETA1)
+        }
         _ => ("guide/disagg-graph.yaml", FIXTURE),
     }
 }
