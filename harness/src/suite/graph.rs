@@ -14,7 +14,7 @@ use crate::stages::{Stage, graph};
 pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
     match cluster.provider {
         ProviderKind::Local => format!(
-            "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and {} worker processes, \
+            "real: a Kubernetes {} control plane built from the Go module proxy; Dynamo {} (PyPI) frontend and {}worker processes, \
              one per pod, started by the bridge from each pod's own command and environment and reached through kube-rs \
              port-forwards via the API server and kwok, their probes run against them (exec probes with the image's programs); {}; \
              stand-in: the Dynamo operator (the project's controller following the release line's rules: its Go module is refused by this machine's proxy); \
@@ -22,8 +22,8 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
             cluster.version,
             config.dynamo_version,
             match config.workers_version {
-                Some(workers) => format!("Dynamo {workers} (version skew)"),
-                None => "its".into(),
+                Some(workers) => format!("Dynamo {workers} (version skew) "),
+                None => String::new(),
             },
             match config.dynamo_version.release().planes {
                 crate::release::Planes::EtcdAndNats =>
