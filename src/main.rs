@@ -255,7 +255,7 @@ struct ApiArgs {
     /// The model the frontend serves.
     #[arg(long)]
     model: String,
-    /// The profile to hold the endpoint to: 0.4, 0.5, 0.6 (0.6 and 0.7), 1.x, openai (strict) or auto. Beside it, every
+    /// The profile to hold the endpoint to: 0.4, 0.5, 0.6 (0.6 to 0.8), 0.9, 1.x, openai (strict) or auto. Beside it, every
     /// run also reports the strict openai verdict (informational: the exit code follows this one).
     #[arg(long, default_value = "auto")]
     profile: ProfileChoice,
@@ -628,12 +628,6 @@ fn run(args: RunArgs) -> ExitCode {
             return code;
         }
     }
-    if config.provider != ProviderKind::Existing
-        && !args.list
-        && let Err(e) = config.dynamo_version.skew_with(config.workers_release())
-    {
-        return fail(exit::ENVIRONMENT, e);
-    }
     if !args.list {
         match harness::ledger::begin(&config.cache_dir) {
             Ok(run) => println!(
@@ -806,7 +800,17 @@ fn api(args: ApiArgs) -> ExitCode {
         let failed = verdict.checks.violations().count();
         let passed = verdict.checks.len() - failed;
         match (args.profile, verdict.matched) {
-            (ProfileChoice::Auto, true) => println!("profile: auto matched {}", verdict.profile),
+            (ProfileChoice::Auto, true) if verdict.also_matched.is_empty() => {
+                println!("profile: auto matched {}", verdict.profile)
+            }
+            (ProfileChoice::Auto, true) => {
+                let also: Vec<&str> = verdict.also_matched.iter().map(|p| p.name).collect();
+                println!(
+                    "profile: auto matched {} (the answers are also consistent with {})",
+                    verdict.profile,
+                    also.join(", ")
+                )
+            }
             (ProfileChoice::Auto, false) => {
                 println!(
                     "profile: auto matched no release; closest is {}",

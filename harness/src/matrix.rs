@@ -123,12 +123,35 @@ pub struct Column {
     pub took: Duration,
     /// Why it has no verdicts, if it could not be run.
     pub failure: Option<String>,
-    /// Whether it could not run by the release table's own facts (a frontend that needs the
-    /// Hub, a skew across planes): reported, no environment fault.
+    /// Whether it could not run by the release table's own facts (a skew across planes):
+    /// reported, no environment fault.
     pub unservable: bool,
+    /// What this column simulated beyond the tier's usual (the Hugging Face Hub, for a release
+    /// whose frontend asks it: [`crate::dynamo::hub`]).
+    pub simulated: Option<String>,
 }
 
 impl Column {
+    /// The column of `version`'s frontend with `workers`' workers (its own without), before it
+    /// runs: `unservable`, with the reason as its failure, when the two cannot run together.
+    pub fn of(version: DynamoVersion, workers: Option<DynamoVersion>) -> Column {
+        let planes = version.same_planes(workers.unwrap_or(version));
+        Column {
+            version: version.to_string(),
+            workers: workers.map(|w| w.to_string()),
+            judged_by: version.judged_by(),
+            took: Duration::ZERO,
+            unservable: planes.is_err(),
+            failure: planes.err().map(|e| e.to_string()),
+            simulated: version.asks_the_hub(workers).then(|| {
+                format!(
+                    "the Hugging Face Hub simulated by {}",
+                    crate::dynamo::hub::SERVER
+                )
+            }),
+        }
+    }
+
     /// Its heading: `1.6.1`, or under skew `1.6.1 + workers 1.5.1`.
     pub fn label(&self) -> String {
         match &self.workers {
@@ -266,7 +289,12 @@ impl Matrix {
                 c.label(),
                 c.judged_by,
                 c.took.as_secs_f64(),
-                c.failure.as_deref().map(escape_md).unwrap_or_default()
+                [c.failure.as_deref(), c.simulated.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .map(escape_md)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
         out.push_str("\n| rule or case |");
@@ -332,6 +360,7 @@ impl Matrix {
                 "judged_by": c.judged_by,
                 "seconds": c.took.as_secs_f64(),
                 "failure": c.failure,
+                "simulated": c.simulated,
             })).collect::<Vec<_>>(),
             "rows": self.rows.iter().map(|(id, cells)| json!({
                 "id": id,
@@ -365,7 +394,12 @@ impl Matrix {
             let _ = write!(
                 out,
                 "<th title=\"{}\">{}<br><small>{}, {:.0} s</small></th>",
-                escape_html(c.failure.as_deref().unwrap_or("")),
+                escape_html(
+                    c.failure
+                        .as_deref()
+                        .or(c.simulated.as_deref())
+                        .unwrap_or("")
+                ),
                 escape_html(&c.label()),
                 escape_html(&c.judged_by),
                 c.took.as_secs_f64()
@@ -762,14 +796,7 @@ pub fn run(
     skew: bool,
     out: &Path,
 ) -> Matrix {
-    let mut turns: Vec<(DynamoVersion, Option<DynamoVersion>)> =
-        versions.iter().map(|v| (*v, None)).collect();
-    if skew {
-        for pair in versions.windows(2) {
-            turns.push((pair[1], Some(pair[0])));
-            turns.push((pair[0], Some(pair[1])));
-        }
-    }
+    let turns = turns(versions, skew);
     let mut matrix = Matrix::new(tier);
     let started = Instant::now();
     let total = turns.len();
@@ -779,14 +806,7 @@ pub fn run(
             workers_version: workers,
             ..base.clone()
         };
-        let mut column = Column {
-            version: version.to_string(),
-            workers: workers.map(|w| w.to_string()),
-            judged_by: version.judged_by(),
-            took: Duration::ZERO,
-            failure: None,
-            unservable: false,
-        };
+        let mut column = Column::of(version, workers);
         let label = column.label();
         eprintln!(
             "matrix: column {}/{total} Dynamo {label} ({}), {} tier, {:.0} s elapsed",
@@ -796,13 +816,10 @@ pub fn run(
             started.elapsed().as_secs_f64()
         );
         let began = Instant::now();
-        let cells = match (version.skew_with(workers.unwrap_or(version)), tier) {
-            (Err(e), _) => {
-                column.unservable = true;
-                Err(e.to_string())
-            }
-            (Ok(()), Tier::Api) => api_release(&config, exe),
-            (Ok(()), Tier::Graph) => graph_release(
+        let cells = match (column.unservable, tier) {
+            (true, _) => Err(column.failure.take().unwrap_or_default()),
+            (false, Tier::Api) => api_release(&config, exe),
+            (false, Tier::Graph) => graph_release(
                 &config,
                 exe,
                 &out.join(format!(
@@ -835,6 +852,19 @@ pub fn run(
         matrix.push(column, cells);
     }
     matrix
+}
+
+/// The columns to run, in order: each release, then under `skew` for each pair of neighbours
+/// the newer's frontend with the older's workers and the reverse (frontend, workers).
+fn turns(versions: &[DynamoVersion], skew: bool) -> Vec<(DynamoVersion, Option<DynamoVersion>)> {
+    let mut turns: Vec<_> = versions.iter().map(|v| (*v, None)).collect();
+    if skew {
+        for pair in versions.windows(2) {
+            turns.push((pair[1], Some(pair[0])));
+            turns.push((pair[0], Some(pair[1])));
+        }
+    }
+    turns
 }
 
 /// Runs the guide's cases on the local provider for one release (a child `run`, its output
@@ -910,6 +940,7 @@ mod tests {
             took: Duration::from_secs(1),
             failure: None,
             unservable: false,
+            simulated: None,
         }
     }
 
@@ -936,48 +967,56 @@ mod tests {
     }
 
     #[test]
-    fn a_release_that_needs_the_hub_is_not_run_and_says_why() {
-        let version: DynamoVersion = "0.8.1".parse().unwrap();
-        let err = version.servable_here().unwrap_err().to_string();
-        assert!(err.starts_with("Dynamo 0.8.1 cannot serve here: "), "{err}");
-        assert!(err.contains("Hugging Face Hub"), "{err}");
-        assert!(
-            "1.0.2"
-                .parse::<DynamoVersion>()
-                .unwrap()
-                .servable_here()
-                .is_ok()
-        );
-        let config = Config::resolve(crate::config::ConfigLayer::default()).unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let newer: DynamoVersion = "0.9.1".parse().unwrap();
-        let matrix = run(
-            &config,
-            Path::new("/nonexistent"),
-            Tier::Api,
-            &[version, newer],
-            true,
-            out.path(),
-        );
-        let column = &matrix.columns[0];
-        assert_eq!(column.version, "0.8.1");
-        assert_eq!(column.failure.as_deref(), Some(err.as_str()));
-        let labels: Vec<String> = matrix.columns.iter().map(Column::label).collect();
+    fn a_skew_across_planes_is_a_column_not_run_that_says_why() {
+        let v = |s: &str| s.parse::<DynamoVersion>().unwrap();
+        let columns: Vec<Column> = turns(&[v("1.0.2"), v("1.1.1")], true)
+            .into_iter()
+            .map(|(version, workers)| Column::of(version, workers))
+            .collect();
+        let labels: Vec<String> = columns.iter().map(Column::label).collect();
         assert_eq!(
             labels,
             [
-                "0.8.1",
-                "0.9.1",
-                "0.9.1 + workers 0.8.1",
-                "0.8.1 + workers 0.9.1"
+                "1.0.2",
+                "1.1.1",
+                "1.1.1 + workers 1.0.2",
+                "1.0.2 + workers 1.1.1"
             ]
         );
+        let unservable: Vec<bool> = columns.iter().map(|c| c.unservable).collect();
+        assert_eq!(unservable, [false, false, true, true]);
+        let why = columns[2].failure.as_deref().unwrap();
         assert!(
-            matrix
-                .columns
-                .iter()
-                .all(|c| c.unservable && c.failure.is_some())
+            why.starts_with("Dynamo 1.0.2's workers cannot serve beside Dynamo 1.1.1's frontend"),
+            "{why}"
         );
+        assert!(columns[0].failure.is_none());
+        assert_eq!(turns(&[v("1.0.2"), v("1.1.1")], false).len(), 2);
+    }
+
+    #[test]
+    fn a_release_whose_frontend_asks_the_hub_says_the_hub_was_simulated() {
+        let v = |s: &str| s.parse::<DynamoVersion>().unwrap();
+        let asks = Column::of(v("0.8.1"), None);
+        assert!(!asks.unservable);
+        let said = asks.simulated.clone().unwrap();
+        assert!(
+            said.contains("Hugging Face Hub simulated by olah"),
+            "{said}"
+        );
+        assert!(Column::of(v("0.9.1"), Some(v("0.8.1"))).simulated.is_some());
+        assert!(Column::of(v("0.7.1"), Some(v("0.8.1"))).simulated.is_some());
+        assert!(Column::of(v("0.7.1"), None).simulated.is_none());
+        let mut m = Matrix::new(Tier::Api);
+        m.push(asks, vec![("a".into(), cell(Mark::Pass, ""))]);
+        assert!(m.markdown().contains("Hugging Face Hub simulated by olah"));
+        assert!(
+            m.json()["releases"][0]["simulated"]
+                .as_str()
+                .unwrap()
+                .contains("olah")
+        );
+        assert!(m.html().contains("Hugging Face Hub simulated by olah"));
     }
 
     #[test]

@@ -203,14 +203,23 @@ impl Profile {
         ..Profile::V0_4
     };
 
-    /// Dynamo 0.6.x and 0.7.x: 0.5's, with 1.x's flat JSON errors. Seen running 0.6.1 and 0.7.1
-    /// here (`matrix --releases 0.6.1,0.7.1 --tier api`, 2026-12-01); operator and platform facts
-    /// as 0.5's.
+    /// Dynamo 0.6.x to 0.8.x: 0.5's, with 1.x's flat JSON errors. Seen running 0.6.1 and 0.7.1
+    /// here (`matrix --releases 0.6.1,0.7.1 --tier api`, 2026-12-01), and 0.8.1 with the Hub
+    /// simulated (2026-12-02); operator and platform facts as 0.5's.
     pub const V0_6: Profile = Profile {
         name: "0.6",
         unknown_model_error: ErrorBody::FlatMessage,
         malformed_error: ErrorBody::FlatMessage,
         ..Profile::V0_5
+    };
+
+    /// Dynamo 0.9.x: 0.6's, with 1.x's `/v1/models` entries (`"object": "model"`). Seen running
+    /// 0.9.1 here (`matrix --releases 0.7.1,0.8.1,0.9.1,1.0.2 --tier api`, 2026-12-02, the Hub
+    /// simulated); 0.8.1 still answers `"object": "object"` and keeps 0.6's.
+    pub const V0_9: Profile = Profile {
+        name: "0.9",
+        model_entry_object: "model",
+        ..Profile::V0_6
     };
 
     /// Dynamo 1.x.
@@ -256,8 +265,13 @@ impl Profile {
     };
 
     /// Every release profile, oldest first.
-    pub const ALL: [&'static Profile; 4] =
-        [&Profile::V0_4, &Profile::V0_5, &Profile::V0_6, &Profile::V1];
+    pub const ALL: [&'static Profile; 5] = [
+        &Profile::V0_4,
+        &Profile::V0_5,
+        &Profile::V0_6,
+        &Profile::V0_9,
+        &Profile::V1,
+    ];
 
     /// `auto`'s reading of a release profile: its promises, but any known error shape accepted
     /// (and named), since a release's error bodies differ between its own endpoints.
@@ -273,6 +287,7 @@ impl Profile {
     const AUTO_V0_4: Profile = Profile::V0_4.lenient();
     const AUTO_V0_5: Profile = Profile::V0_5.lenient();
     const AUTO_V0_6: Profile = Profile::V0_6.lenient();
+    const AUTO_V0_9: Profile = Profile::V0_9.lenient();
     const AUTO_V1: Profile = Profile::V1.lenient();
 }
 
@@ -292,15 +307,17 @@ pub enum ProfileChoice {
 }
 
 impl ProfileChoice {
-    /// The profiles to validate against.
+    /// The profiles to validate against; under `auto` newest first, since a newer release's
+    /// answers may also satisfy an older lenient profile.
     pub fn candidates(self) -> Vec<&'static Profile> {
         match self {
             ProfileChoice::Exactly(profile) => vec![profile],
             ProfileChoice::Auto => vec![
-                &Profile::AUTO_V0_4,
-                &Profile::AUTO_V0_5,
-                &Profile::AUTO_V0_6,
                 &Profile::AUTO_V1,
+                &Profile::AUTO_V0_9,
+                &Profile::AUTO_V0_6,
+                &Profile::AUTO_V0_5,
+                &Profile::AUTO_V0_4,
             ],
         }
     }
@@ -323,7 +340,10 @@ impl FromStr for ProfileChoice {
             "auto" => Ok(ProfileChoice::Auto),
             "0.4" | "0.4.x" => Ok(ProfileChoice::Exactly(&Profile::V0_4)),
             "0.5" | "0.5.x" => Ok(ProfileChoice::Exactly(&Profile::V0_5)),
-            "0.6" | "0.6.x" | "0.7" | "0.7.x" => Ok(ProfileChoice::Exactly(&Profile::V0_6)),
+            "0.6" | "0.6.x" | "0.7" | "0.7.x" | "0.8" | "0.8.x" => {
+                Ok(ProfileChoice::Exactly(&Profile::V0_6))
+            }
+            "0.9" | "0.9.x" => Ok(ProfileChoice::Exactly(&Profile::V0_9)),
             "1" | "1.x" => Ok(ProfileChoice::Exactly(&Profile::V1)),
             "openai" => Ok(ProfileChoice::Exactly(&Profile::OPENAI)),
             other => Err(ProfileError::UnknownProfile(other.to_string())),
@@ -334,8 +354,8 @@ impl FromStr for ProfileChoice {
 /// Errors naming a release or profile the suite does not know.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProfileError {
-    /// A profile name other than `0.4`, `0.5`, `0.6`, `1.x`, `openai` or `auto`.
-    #[error("unknown profile '{0}' (expected one of: 0.4, 0.5, 0.6, 1.x, openai, auto)")]
+    /// A profile name other than `0.4`, `0.5`, `0.6`, `0.9`, `1.x`, `openai` or `auto`.
+    #[error("unknown profile '{0}' (expected one of: 0.4, 0.5, 0.6, 0.9, 1.x, openai, auto)")]
     UnknownProfile(String),
 }
 
@@ -349,6 +369,8 @@ mod tests {
     #[case("0.4", ProfileChoice::Exactly(&Profile::V0_4))]
     #[case("0.5", ProfileChoice::Exactly(&Profile::V0_5))]
     #[case("0.7", ProfileChoice::Exactly(&Profile::V0_6))]
+    #[case("0.8", ProfileChoice::Exactly(&Profile::V0_6))]
+    #[case("0.9.x", ProfileChoice::Exactly(&Profile::V0_9))]
     #[case("1.x", ProfileChoice::Exactly(&Profile::V1))]
     fn profiles_parse(#[case] input: &str, #[case] expected: ProfileChoice) {
         assert_eq!(input.parse::<ProfileChoice>(), Ok(expected));
@@ -359,7 +381,7 @@ mod tests {
         let err = "2.0".parse::<ProfileChoice>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown profile '2.0' (expected one of: 0.4, 0.5, 0.6, 1.x, openai, auto)"
+            "unknown profile '2.0' (expected one of: 0.4, 0.5, 0.6, 0.9, 1.x, openai, auto)"
         );
     }
 
@@ -375,6 +397,8 @@ mod tests {
         assert_eq!(profile("0.5.1"), "0.5");
         assert_eq!(profile("0.6.1"), "0.6");
         assert_eq!(profile("0.7.1"), "0.6");
+        assert_eq!(profile("0.8.1"), "0.6");
+        assert_eq!(profile("0.9.1"), "0.9");
         assert_eq!(profile("1.0.2"), "1.x");
         assert_eq!(profile("1.6.1"), "1.x");
         assert_eq!(ProfileChoice::Auto.candidates().len(), Profile::ALL.len());

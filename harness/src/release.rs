@@ -37,9 +37,11 @@ pub struct Release {
     /// Whether its profile's facts were seen running this very release here; `false` while it is
     /// judged by an older release's profile, provisionally, until the matrix shows its own.
     pub profile_seen: bool,
-    /// Why its frontend cannot serve the model on a machine without the Hugging Face Hub, where
-    /// that was seen here; such a release is reported as not run, with this reason.
-    pub needs_the_hub: Option<&'static str>,
+    /// Whether its frontend asks the Hugging Face Hub's API (`/api/models/<model>/revision/main`)
+    /// for every registered model, whatever `HF_HUB_OFFLINE` says: seen here with 0.8.1 and
+    /// 0.9.1 (ModelExpress's Hugging Face provider; offline use of the Hub cache came with 1.0.2).
+    /// Off a cluster such a release is served by a local Hub ([`crate::dynamo::hub`]).
+    pub asks_the_hub: bool,
     /// The DynamoGraphDeployment versions its CRDs serve and store.
     pub graph_crd: GraphCrd,
 }
@@ -97,8 +99,8 @@ impl Planes {
 /// A row whose pinned set (`fixtures/local/dynamo/<version>/requirements.txt`), planes and start
 /// order were seen running the release here, with its graph CRD versions (read, see [`GraphCrd`]),
 /// judged by its line's `profile`: provisionally, or
-/// (`seen`) as the matrix found the release keeping it; `needs_the_hub` says why it cannot serve
-/// here.
+/// (`seen`) as the matrix found the release keeping it; `asks_the_hub` when its frontend asks the
+/// Hugging Face Hub's API.
 macro_rules! row {
     ($version:literal, $profile:expr, $planes:expr, $crd:expr, ordered: $ordered:expr) => {
         Release {
@@ -114,7 +116,7 @@ macro_rules! row {
             guide_prefill: None,
             runnable: true,
             profile_seen: false,
-            needs_the_hub: None,
+            asks_the_hub: false,
             graph_crd: $crd,
         }
     };
@@ -124,27 +126,22 @@ macro_rules! row {
             ..row!($version, $profile, $planes, $crd, ordered: $ordered)
         }
     };
-    ($version:literal, $profile:expr, $planes:expr, $crd:expr, ordered: $ordered:expr, needs_the_hub: $why:expr) => {
+    ($version:literal, $profile:expr, $planes:expr, $crd:expr, ordered: $ordered:expr, seen, asks_the_hub) => {
         Release {
-            needs_the_hub: Some($why),
-            ..row!($version, $profile, $planes, $crd, ordered: $ordered)
+            asks_the_hub: true,
+            ..row!($version, $profile, $planes, $crd, ordered: $ordered, seen)
         }
     };
 }
-
-/// Seen here with 0.8.1 and 0.9.1: their frontend fetches a registered model's file list from
-/// the Hub's API whatever `HF_HUB_OFFLINE` says (ModelExpress's Hugging Face provider; offline
-/// use of the Hub cache came with 1.0.2).
-const HUB_ONLY: &str = "its frontend asks the Hugging Face Hub's API (huggingface.co/api/models/<model>) for every registered model and has no offline mode (1.0.2 added one); this machine has no route to the Hub";
 
 /// Every release, oldest first: the newest patch of each minor from the guide's 0.4 to 1.6.
 ///
 /// 1.0.2 to 1.5.1 are `seen`: `matrix --releases all --tier api` (2026-12-01) found every 1.x
 /// promise of the profile kept (`/v1/models` entries `"object": "model"`, usage only in a final
 /// chunk when asked, flat JSON errors); what they break beyond it are faults (recorded for 1.0.2
-/// in `findings.rs`, listed by the matrix for the others), not another profile. 0.5.1 to 0.7.1
-/// are `seen` under profiles of their own (`0.5`, `0.6`), set from what the same matrix saw them
-/// answer; their faults (a stop sequence's broken stream, `n` ignored, 500 without `max_tokens`)
+/// in `findings.rs`, listed by the matrix for the others), not another profile. 0.5.1 to 0.9.1
+/// are `seen` under profiles of their own (`0.5`, `0.6`, `0.9`), set from what the same matrix
+/// saw them answer (0.8.1 and 0.9.1 on 2026-12-02, the Hub simulated); their faults (a stop sequence's broken stream, `n` ignored, 500 without `max_tokens`)
 /// are listed by the matrix, not yet recorded as findings.
 ///
 /// Each row's pinned set, planes and start order were seen running that release here
@@ -162,7 +159,7 @@ pub const RELEASES: &[Release] = &[
         guide_prefill: None,
         runnable: false,
         profile_seen: false,
-        needs_the_hub: None,
+        asks_the_hub: false,
         graph_crd: GraphCrd::V1alpha1,
     },
     Release {
@@ -174,14 +171,14 @@ pub const RELEASES: &[Release] = &[
         guide_prefill: Some("0.4.0"),
         runnable: true,
         profile_seen: true,
-        needs_the_hub: None,
+        asks_the_hub: false,
         graph_crd: GraphCrd::V1alpha1,
     },
     row!("0.5.1", &Profile::V0_5, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen),
     row!("0.6.1", &Profile::V0_6, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen),
     row!("0.7.1", &Profile::V0_6, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen),
-    row!("0.8.1", &Profile::V0_6, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, needs_the_hub: HUB_ONLY),
-    row!("0.9.1", &Profile::V0_6, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, needs_the_hub: HUB_ONLY),
+    row!("0.8.1", &Profile::V0_6, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen, asks_the_hub),
+    row!("0.9.1", &Profile::V0_9, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen, asks_the_hub),
     row!("1.0.2", &Profile::V1, Planes::EtcdAndNats, GraphCrd::V1alpha1, ordered: true, seen),
     row!("1.1.1", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1alpha1, ordered: false, seen),
     row!("1.2.1", &Profile::V1, Planes::FileTcpZmq, GraphCrd::V1beta1Served, ordered: false, seen),
@@ -197,7 +194,7 @@ pub const RELEASES: &[Release] = &[
         guide_prefill: None,
         runnable: true,
         profile_seen: true,
-        needs_the_hub: None,
+        asks_the_hub: false,
         graph_crd: GraphCrd::V1beta1Stored,
     },
 ];
@@ -325,38 +322,19 @@ impl DynamoVersion {
         }
     }
 
-    /// Whether it can serve here: `Err` with the reason when its own row says its frontend needs
-    /// the Hugging Face Hub ([`Release::needs_the_hub`]); a release judged by another's row is
-    /// tried.
-    pub fn servable_here(&self) -> Result<(), ReleaseError> {
-        match self
-            .release
-            .needs_the_hub
-            .filter(|_| !self.borrows_profile())
-        {
-            Some(why) => Err(ReleaseError::NeedsTheHub {
-                version: self.version.to_string(),
-                why,
-            }),
-            None => Ok(()),
-        }
+    /// Whether this release's processes, or under version skew `workers`', ask the Hugging Face
+    /// Hub's API ([`Release::asks_the_hub`]): a graph of them needs a Hub.
+    pub fn asks_the_hub(&self, workers: Option<DynamoVersion>) -> bool {
+        std::iter::once(*self)
+            .chain(workers)
+            .any(|v| v.release.asks_the_hub)
     }
 
-    /// Whether workers of `workers` can serve beside this release's frontend here: both on the
-    /// same planes ([`Release::planes`]; the suite starts one set of etcd and NATS, or none),
-    /// and each servable here. Dynamo's own support policy is N-2 from about 1.4
+    /// Whether workers of `workers` can serve beside this release's frontend here (version
+    /// skew): both on the same planes ([`Release::planes`]; the suite starts one set of etcd and
+    /// NATS, or none). Dynamo's own support policy is N-2 from about 1.4
     /// (ai-dynamo/dynamo#12800); breaks seen upstream include 1.4 frontends with 1.2 workers
     /// (#12657, fixed by #12658).
-    ///
-    /// # Errors
-    /// [`ReleaseError::SkewAcrossPlanes`], or a side's [`ReleaseError::NeedsTheHub`].
-    pub fn skew_with(&self, workers: DynamoVersion) -> Result<(), ReleaseError> {
-        self.servable_here()?;
-        workers.servable_here()?;
-        self.same_planes(workers)
-    }
-
-    /// Whether `workers`' release runs on this one's planes.
     ///
     /// # Errors
     /// [`ReleaseError::SkewAcrossPlanes`].
@@ -488,14 +466,6 @@ pub enum ReleaseError {
         asked: String,
         /// The oldest runnable row.
         oldest: String,
-    },
-    /// Its frontend needs the Hugging Face Hub, which this machine cannot reach.
-    #[error("Dynamo {version} cannot serve here: {why}")]
-    NeedsTheHub {
-        /// The version asked for.
-        version: String,
-        /// What was seen ([`Release::needs_the_hub`]).
-        why: &'static str,
     },
     /// A frontend and workers of releases on different planes.
     #[error(

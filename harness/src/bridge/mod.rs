@@ -24,7 +24,8 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use crate::dynamo::tools;
+use crate::dynamo::model::ModelDir;
+use crate::dynamo::{hub, tools};
 use crate::operator::component::TYPE_LABEL;
 use translate::Role;
 
@@ -83,6 +84,8 @@ pub struct Shared {
     /// The bridge's directory: pod logs, discovery files, platform data.
     pub dir: PathBuf,
     platform: tokio::sync::Mutex<Option<PlatformProcesses>>,
+    /// The local Hugging Face Hub's URL and process, once a release that asks it runs.
+    hub: tokio::sync::Mutex<Option<(String, tokio::process::Child)>>,
     ready: Mutex<HashSet<(String, Role)>>,
 }
 
@@ -101,6 +104,48 @@ impl Shared {
         } else {
             set.remove(key);
         }
+    }
+
+    /// The URL of the local Hugging Face Hub ([`crate::dynamo::hub`]), started once, for the pods
+    /// of a release whose frontend asks the Hub (a real cluster's pods reach huggingface.co; this
+    /// machine has no route to it). With `name`, also serving `model` as `name`, waited for.
+    async fn hub(&self, model: &ModelDir, name: Option<&str>) -> Result<String, BridgeError> {
+        let mut slot = self.hub.lock().await;
+        let (cache, model_dir) = (self.cache_dir.clone(), model.clone());
+        let names: Vec<String> = name.map(str::to_string).into_iter().collect();
+        let hub = tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            hub::ensure(&cache, &model_dir, &names)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|detail| BridgeError::Setup {
+            what: "set up the local Hugging Face Hub".into(),
+            detail,
+        })?;
+        let dir = self.dir.join("hub");
+        if slot.is_none() {
+            let port = crate::dynamo::deployment::free_port().map_err(|e| BridgeError::Setup {
+                what: "pick a port".into(),
+                detail: e.to_string(),
+            })?;
+            let args = hub.command(&dir, port).map_err(|e| BridgeError::Setup {
+                what: "configure the local Hugging Face Hub".into(),
+                detail: e.to_string(),
+            })?;
+            let child = spawn_service(&hub.program, &args, &dir.join("olah.out"))?;
+            *slot = Some((format!("http://127.0.0.1:{port}"), child));
+        }
+        let url = slot
+            .as_ref()
+            .map(|(url, _)| url.clone())
+            .unwrap_or_default();
+        if let Some(name) = name {
+            let ready = hub::model_info_url(&url, name);
+            await_healthy(&ready, "start the local Hugging Face Hub", &dir).await?;
+        }
+        Ok(url)
     }
 
     /// Starts the platform's etcd and NATS as local processes, once.
@@ -141,65 +186,19 @@ impl Shared {
             &monitor.to_string(),
             &data.join("nats").display().to_string(),
         );
-        let mut children = Vec::new();
-        for (program, args, log) in [
-            (&programs.etcd, &etcd_args[..], "etcd.log"),
-            (&programs.nats, &nats_args[..], "nats.log"),
-        ] {
-            std::fs::create_dir_all(&data).map_err(|e| BridgeError::Setup {
-                what: format!("create {}", data.display()),
-                detail: e.to_string(),
-            })?;
-            let out = std::fs::File::create(data.join(log)).map_err(|e| BridgeError::Setup {
-                what: format!("create {log}"),
-                detail: e.to_string(),
-            })?;
-            let err = out.try_clone().map_err(|e| BridgeError::Setup {
-                what: format!("open {log}"),
-                detail: e.to_string(),
-            })?;
-            let mut command = tokio::process::Command::new(program);
-            command
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .kill_on_drop(true);
-            // SAFETY: prctl is async-signal-safe; the process ends with the agent's main thread.
-            unsafe {
-                command.as_std_mut().pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            use std::os::unix::process::CommandExt as _;
-            children.push(command.spawn().map_err(|e| BridgeError::Setup {
-                what: format!("start {}", program.display()),
-                detail: e.to_string(),
-            })?);
-        }
-        let http = reqwest::Client::new();
+        std::fs::create_dir_all(&data).map_err(|e| BridgeError::Setup {
+            what: format!("create {}", data.display()),
+            detail: e.to_string(),
+        })?;
+        let children = vec![
+            spawn_service(&programs.etcd, &etcd_args, &data.join("etcd.log"))?,
+            spawn_service(&programs.nats, &nats_args, &data.join("nats.log"))?,
+        ];
         for url in [
             format!("{etcd_url}/health"),
             format!("http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"),
         ] {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                match http.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => break,
-                    seen if tokio::time::Instant::now() >= deadline => {
-                        return Err(BridgeError::Setup {
-                            what: "start the platform's etcd and NATS".into(),
-                            detail: format!(
-                                "{url} not healthy within 30s (last: {:?}); logs in {}",
-                                seen.map(|r| r.status()),
-                                data.display()
-                            ),
-                        });
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
+            await_healthy(&url, "start the platform's etcd and NATS", &data).await?;
         }
         let urls = PlatformUrls {
             etcd_url,
@@ -212,6 +211,71 @@ impl Shared {
         Ok(urls)
     }
 }
+
+/// Starts `program` with `args` for the agent's lifetime, its output in `log`.
+fn spawn_service(
+    program: &std::path::Path,
+    args: &[String],
+    log: &std::path::Path,
+) -> Result<tokio::process::Child, BridgeError> {
+    let setup = |what: String| {
+        move |e: std::io::Error| BridgeError::Setup {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let out = std::fs::File::create(log).map_err(setup(format!("create {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(setup(format!("open {}", log.display())))?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; the process ends with the agent's main thread.
+    unsafe {
+        command.as_std_mut().pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    use std::os::unix::process::CommandExt as _;
+    command
+        .spawn()
+        .map_err(setup(format!("start {}", program.display())))
+}
+
+/// Waits up to [`SERVICE_START`] for `url` to answer 200; on timeout, `what` failed with the
+/// last answer seen and where the logs are (`logs`).
+async fn await_healthy(url: &str, what: &str, logs: &std::path::Path) -> Result<(), BridgeError> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + SERVICE_START;
+    loop {
+        match http.get(url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            seen if tokio::time::Instant::now() >= deadline => {
+                return Err(BridgeError::Setup {
+                    what: what.into(),
+                    detail: format!(
+                        "{url} not healthy within {SERVICE_START:?} (last: {}); logs in {}",
+                        match seen {
+                            Ok(r) => r.status().to_string(),
+                            Err(e) => e.to_string(),
+                        },
+                        logs.display()
+                    ),
+                });
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// How long a platform process or the Hub may take to answer after it starts.
+const SERVICE_START: Duration = Duration::from_secs(30);
 
 /// Marks every Dynamo pod not ready, with `why` as its process status.
 pub async fn mark_all_unready(client: &Client, why: &str) {
@@ -276,6 +340,7 @@ pub async fn run(
         cache_dir,
         dir,
         platform: tokio::sync::Mutex::new(None),
+        hub: tokio::sync::Mutex::new(None),
         ready: Mutex::new(HashSet::new()),
     });
     let pods: Api<Pod> = Api::all(client);

@@ -308,10 +308,6 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
     if let Some(note) = note {
         log.note(&note);
     }
-    version.servable_here().map_err(|e| BridgeError::Setup {
-        what: format!("run Dynamo {version}"),
-        detail: e.to_string(),
-    })?;
     let cache = shared.cache_dir.clone();
     let (env, model) = tokio::task::spawn_blocking(move || {
         let env = crate::dynamo::install::ensure_env(&cache, version)?;
@@ -359,6 +355,10 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
         }
         Planes::FileTcpZmq => (None, None),
     };
+    let hf_endpoint = match version.release().asks_the_hub {
+        true => Some(shared.hub(&model, None).await?),
+        false => None,
+    };
     let context = translate::LaunchContext {
         version,
         python: env.python(),
@@ -373,6 +373,7 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
             .dir
             .join("discovery")
             .join(pod.namespace().unwrap_or_default()),
+        hf_endpoint,
     };
     let mut free = || {
         crate::dynamo::deployment::free_port().map_err(|e| BridgeError::Setup {
@@ -386,6 +387,14 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
             what: format!("lay the model out as {name} in the Hugging Face cache"),
             detail: e.to_string(),
         })?;
+        if context.hf_endpoint.is_some() {
+            shared.hub(&model, Some(&name)).await?;
+            log.note(&format!(
+                "the Hugging Face Hub simulated: {} at {} serves the model as {name}",
+                crate::dynamo::hub::SERVER,
+                context.hf_endpoint.as_deref().unwrap_or_default()
+            ));
+        }
     }
     let probes = &launch.probes;
     if [&probes.startup, &probes.readiness, &probes.liveness]

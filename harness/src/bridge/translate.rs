@@ -29,6 +29,9 @@ pub struct LaunchContext {
     pub nats_url: Option<String>,
     /// The file-discovery directory of the pod's Kubernetes namespace (1.x).
     pub discovery_dir: PathBuf,
+    /// The local Hugging Face Hub, for a release whose frontend asks the Hub
+    /// ([`crate::release::Release::asks_the_hub`]).
+    pub hf_endpoint: Option<String>,
 }
 
 /// What the process does in the graph.
@@ -270,6 +273,9 @@ pub fn launch(
     for (k, v) in loopback {
         env_set(&mut env, k, v);
     }
+    if let Some(endpoint) = &context.hf_endpoint {
+        env_set(&mut env, crate::dynamo::hub::ENDPOINT_VAR, endpoint);
+    }
     if env_get(&env, "DYN_LOG").is_none() {
         env_set(&mut env, "DYN_LOG", "info");
     }
@@ -453,6 +459,7 @@ mod tests {
             etcd_url: Some("http://127.0.0.1:21000".into()),
             nats_url: Some("nats://127.0.0.1:21001".into()),
             discovery_dir: "/run/discovery".into(),
+            hf_endpoint: None,
         }
     }
 
@@ -536,6 +543,24 @@ mod tests {
             env_get(&launch.env, "NATS_SERVER"),
             Some("nats://127.0.0.1:21001")
         );
+        assert_eq!(env_get(&launch.env, "HF_ENDPOINT"), None);
+    }
+
+    #[test]
+    fn a_release_that_asks_the_hub_is_pointed_at_the_local_hub() {
+        let context = LaunchContext {
+            hf_endpoint: Some("http://127.0.0.1:21002".into()),
+            ..context("0.8.1".parse().unwrap())
+        };
+        for pod in &guide_pods() {
+            let launch = launch(pod, &context, &mut ports()).unwrap();
+            assert_eq!(
+                env_get(&launch.env, "HF_ENDPOINT"),
+                Some("http://127.0.0.1:21002"),
+                "{:?}",
+                launch.role
+            );
+        }
     }
 
     #[test]

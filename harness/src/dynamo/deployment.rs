@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use super::DynamoError;
+use super::hub;
 use super::install::PythonEnv;
 use super::model::ModelDir;
 use super::state::{WorkerRole, WorkerState};
@@ -13,7 +14,7 @@ use crate::release::{DynamoVersion, Planes};
 /// A process to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
-    /// `frontend`, `decode`, `prefill`, `etcd`, `nats`.
+    /// `frontend`, `decode`, `prefill`, `etcd`, `nats`, `hub`.
     pub name: &'static str,
     /// The executable.
     pub program: PathBuf,
@@ -21,8 +22,8 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     /// Environment added to the supervisor's.
     pub env: Vec<(String, String)>,
-    /// A URL that must answer 200 before this process starts.
-    pub start_after: Option<String>,
+    /// URLs that must each answer 200 before this process starts.
+    pub start_after: Vec<String>,
 }
 
 impl ProcessSpec {
@@ -139,7 +140,7 @@ fn mocker(
         program: python.to_path_buf(),
         args,
         env,
-        start_after: None,
+        start_after: Vec::new(),
     }
 }
 
@@ -155,7 +156,7 @@ pub fn plan(
     run_dir: &Path,
     cache_dir: &Path,
 ) -> Result<Plan, DynamoError> {
-    version.skew_with(workers.0)?;
+    version.same_planes(workers.0)?;
     let python = env.python();
     let workers_python = workers.1.python();
     let skew = if workers.0 == version {
@@ -171,17 +172,35 @@ pub fn plan(
     let system_url = |port: &str| format!("http://127.0.0.1:{port}");
     model.hf_snapshot(model_name)?;
     let hf_home = model.hf_home().display().to_string();
-    let common_env = [
+    let mut common_env = pairs(&[
         ("HF_HUB_OFFLINE", "1"),
         ("HF_HOME", hf_home.as_str()),
         ("DYN_LOG", "info"),
         ("PYTHONUNBUFFERED", "1"),
-    ];
-    match version.release().planes {
+    ]);
+    // The frontend starts once the Hub serves the model: it asks as soon as a worker registers.
+    let mut hub_ready = Vec::new();
+    let hub = if version.asks_the_hub(Some(workers.0)) {
+        let port = free_port()?;
+        let hub = hub::ensure(cache_dir, model, &[model_name])?;
+        let url = format!("http://127.0.0.1:{port}");
+        hub_ready.push(hub::model_info_url(&url, model_name));
+        common_env.push((hub::ENDPOINT_VAR.into(), url));
+        Some(ProcessSpec {
+            name: "hub",
+            program: hub.program.clone(),
+            args: hub.command(&run_dir.join("hub"), port)?,
+            env: Vec::new(),
+            start_after: Vec::new(),
+        })
+    } else {
+        None
+    };
+    let mut plan = match version.release().planes {
         Planes::FileTcpZmq => {
             let kv = run_dir.join("discovery").display().to_string();
             let planes = PLANES_1X;
-            let mut base_env = pairs(&common_env);
+            let mut base_env = common_env.clone();
             base_env.push(("DYN_FILE_KV".into(), kv));
             base_env.extend(pairs(&LOOPBACK_HOSTS_1X));
             let worker = |name: &'static str, mode: &str, port: &str| {
@@ -206,7 +225,7 @@ pub fn plan(
             ]);
             frontend_args.extend(strings(&["--router-mode", "kv"]));
             frontend_args.extend(strings(&planes));
-            Ok(Plan {
+            Plan {
                 processes: vec![
                     worker("prefill", "prefill", &prefill_port),
                     worker("decode", "decode", &decode_port),
@@ -215,7 +234,7 @@ pub fn plan(
                         program: python.clone(),
                         args: frontend_args,
                         env: base_env.clone(),
-                        start_after: None,
+                        start_after: hub_ready.clone(),
                     },
                 ],
                 frontend_url,
@@ -234,7 +253,7 @@ pub fn plan(
                 readiness: Readiness {
                     frontend_lists: vec!["prefill.generate".into(), "backend.generate".into()],
                 },
-            })
+            }
         }
         Planes::EtcdAndNats => {
             let tools::PlanePrograms { etcd, nats } = tools::ensure(cache_dir)?;
@@ -246,7 +265,7 @@ pub fn plan(
             let peer_url = format!("http://127.0.0.1:{etcd_peer}");
             let etcd_data = run_dir.join("etcd").display().to_string();
             let nats_data = run_dir.join("nats").display().to_string();
-            let mut base_env = pairs(&common_env);
+            let mut base_env = common_env.clone();
             base_env.push(("ETCD_ENDPOINTS".into(), etcd_url.clone()));
             base_env.push((
                 "NATS_SERVER".into(),
@@ -268,21 +287,21 @@ pub fn plan(
                     port,
                 )
             };
-            Ok(Plan {
+            Plan {
                 processes: vec![
                     ProcessSpec {
                         name: "etcd",
                         program: etcd,
                         args: tools::etcd_args("conformance", &etcd_data, &etcd_url, &peer_url),
                         env: Vec::new(),
-                        start_after: None,
+                        start_after: Vec::new(),
                     },
                     ProcessSpec {
                         name: "nats",
                         program: nats,
                         args: tools::nats_args(&nats_port, &nats_monitor, &nats_data),
                         env: Vec::new(),
-                        start_after: None,
+                        start_after: Vec::new(),
                     },
                     // 0.4.1's frontend misses models registered before it watches: it starts first.
                     ProcessSpec {
@@ -299,18 +318,19 @@ pub fn plan(
                             "kv",
                         ]),
                         env: base_env.clone(),
-                        start_after: Some(format!("{etcd_url}/health")),
+                        start_after: [vec![format!("{etcd_url}/health")], hub_ready.clone()]
+                            .concat(),
                     },
                     ProcessSpec {
-                        start_after: Some(format!(
+                        start_after: vec![format!(
                             "http://127.0.0.1:{nats_monitor}/healthz?js-enabled-only=true"
-                        )),
+                        )],
                         ..worker("decode", "dyn://dynamo.backend.generate", &decode_port)
                     },
                     // Two 0.4.1 workers registering one model at once race on NATS's object
                     // store ("no stream found for given subject"): the prefill waits for the decode.
                     ProcessSpec {
-                        start_after: Some(format!("{}/health", system_url(&decode_port))),
+                        start_after: vec![format!("{}/health", system_url(&decode_port))],
                         ..worker("prefill", "dyn://dynamo.prefill.generate", &prefill_port)
                     },
                 ],
@@ -334,7 +354,9 @@ pub fn plan(
                 readiness: Readiness {
                     frontend_lists: vec!["backend.generate".into()],
                 },
-            })
+            }
         }
-    }
+    };
+    plan.processes.splice(0..0, hub);
+    Ok(plan)
 }

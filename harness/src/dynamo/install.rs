@@ -46,42 +46,67 @@ pub fn digest(parts: &[&[u8]]) -> String {
 /// The environment for `version` under `cache_dir`, created and filled on first use.
 /// Safe to call from several processes at once: the first installs, the others wait.
 pub fn ensure_env(cache_dir: &Path, version: DynamoVersion) -> Result<PythonEnv, DynamoError> {
-    let requirements = version.requirements();
-    let key = digest(&[requirements.as_bytes()]);
     let home = cache_dir.join("dynamo").join(version.to_string());
-    let env = PythonEnv {
-        root: home.join("venv"),
-        version,
-    };
-    let marker = env.root.join(format!(".installed-{}", &key[..16]));
+    let root = ensure_venv(
+        &home,
+        &version.requirements(),
+        "import dynamo.frontend, dynamo.mocker, tokenizers",
+        &format!("Dynamo {version}"),
+        || {
+            if version.borrows_profile() {
+                published(version)?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(PythonEnv { root, version })
+}
+
+/// The virtual environment `<home>/venv` holding exactly `requirements` (a pinned set, installed
+/// with `--no-deps`), created on first use and checked by running `import` in it; `before` runs
+/// once before a fresh install. `what` names it in progress and errors ("Dynamo 1.6.1").
+/// Safe to call from several processes at once: the first installs, the others wait.
+///
+/// # Errors
+/// [`DynamoError::Command`] naming the step that failed (venv, pip, import) with its output's
+/// tail; [`DynamoError::LockTimeout`] when another process's install holds the lock too long.
+pub(crate) fn ensure_venv(
+    home: &Path,
+    requirements: &str,
+    import: &str,
+    what: &str,
+    before: impl FnOnce() -> Result<(), DynamoError>,
+) -> Result<PathBuf, DynamoError> {
+    let key = digest(&[requirements.as_bytes()]);
+    let root = home.join("venv");
+    let marker = root.join(format!(".installed-{}", &key[..16]));
     if marker.exists() {
-        return Ok(env);
+        return Ok(root);
     }
-    std::fs::create_dir_all(&home).map_err(|e| DynamoError::io(&home, e))?;
+    std::fs::create_dir_all(home).map_err(|e| DynamoError::io(home, e))?;
     let _lock = FileLock::exclusive(&home.join("install.lock"), super::lock::SETUP_WAIT)?;
     if marker.exists() {
-        return Ok(env);
+        return Ok(root);
     }
     eprintln!(
-        "dynamo-conformance: installing Dynamo {version} from PyPI into {} (first run on this machine only)",
-        env.root.display()
+        "dynamo-conformance: installing {what} from PyPI into {} (first run on this machine only)",
+        root.display()
     );
-    if env.root.exists() {
-        std::fs::remove_dir_all(&env.root).map_err(|e| DynamoError::io(&env.root, e))?;
+    if root.exists() {
+        std::fs::remove_dir_all(&root).map_err(|e| DynamoError::io(&root, e))?;
     }
-    if version.borrows_profile() {
-        published(version)?;
-    }
+    before()?;
     let python = find_python()?;
     run(
-        Command::new(&python).args(["-m", "venv"]).arg(&env.root),
+        Command::new(&python).args(["-m", "venv"]).arg(&root),
         "create the virtual environment",
     )?;
     let requirements_file = home.join("requirements.txt");
     std::fs::write(&requirements_file, requirements)
         .map_err(|e| DynamoError::io(&requirements_file, e))?;
+    let venv_python = root.join("bin").join("python");
     run(
-        Command::new(env.python())
+        Command::new(&venv_python)
             .args([
                 "-m",
                 "pip",
@@ -92,15 +117,14 @@ pub fn ensure_env(cache_dir: &Path, version: DynamoVersion) -> Result<PythonEnv,
                 "-r",
             ])
             .arg(&requirements_file),
-        &format!("install Dynamo {version} with pip"),
+        &format!("install {what} with pip"),
     )?;
     run(
-        Command::new(env.python())
-            .args(["-c", "import dynamo.frontend, dynamo.mocker, tokenizers"]),
-        &format!("import Dynamo {version}"),
+        Command::new(&venv_python).args(["-c", import]),
+        &format!("import {what}"),
     )?;
     std::fs::write(&marker, key).map_err(|e| DynamoError::io(&marker, e))?;
-    Ok(env)
+    Ok(root)
 }
 
 /// Checks that `version` of `ai-dynamo` is on the package index pip uses (PyPI unless pip is

@@ -5,6 +5,7 @@
 //! runs; the supervisor stops the graph once nobody has held a lease for a short grace.
 
 pub mod deployment;
+pub mod hub;
 pub mod install;
 pub mod lock;
 pub mod model;
@@ -71,7 +72,7 @@ pub enum DynamoError {
         /// The newest releases pip lists, newest first.
         published: String,
     },
-    /// The release cannot run here ([`crate::release::DynamoVersion::servable_here`]).
+    /// The releases cannot run together ([`crate::release::DynamoVersion::same_planes`]).
     #[error(transparent)]
     Release(#[from] crate::release::ReleaseError),
     /// The supervisor did not stop, on SIGTERM within `waited` nor on SIGKILL.

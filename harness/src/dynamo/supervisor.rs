@@ -214,10 +214,10 @@ pub fn supervise(assignment: Assignment) -> Result<(), DynamoError> {
     let mut running: Vec<Running> = Vec::new();
     let deadline = Instant::now() + assignment.ready_timeout;
     for spec in &assignment.plan.processes {
-        let waited = match &spec.start_after {
-            None => Ok(()),
-            Some(url) => runtime.block_on(await_ok(url, deadline, &mut running)),
-        };
+        let waited = spec
+            .start_after
+            .iter()
+            .try_for_each(|url| runtime.block_on(await_ok(url, deadline, &mut running)));
         let spawned = waited.and_then(|()| spawn(spec, &logs));
         match spawned {
             Ok(r) => {

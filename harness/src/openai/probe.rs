@@ -746,39 +746,51 @@ pub struct ApiVerdict {
     pub profile: &'static Profile,
     /// True when `profile` was satisfied (under `auto`: the endpoint matched it).
     pub matched: bool,
+    /// Under `auto`, the older profiles the answers also satisfied, newest first: the answers do
+    /// not tell those releases apart from `profile` (0.9's and 1.x's differ in no answer a
+    /// lenient reading checks, for one).
+    pub also_matched: Vec<&'static Profile>,
     /// Every check, in probe order.
     pub checks: Checks,
 }
 
 /// Judges observations, and the workers' exchanges from [`observe_worker`], against the
-/// profiles `choice` allows; the first profile with no violation wins, otherwise the one with
-/// fewest.
+/// profiles `choice` allows (under `auto` newest first); the first profile with no violation
+/// wins, otherwise the one with fewest.
 pub fn judge(
     observations: &[Observation],
     workers: &[Exchange],
     model: &str,
     choice: ProfileChoice,
 ) -> ApiVerdict {
-    let mut best: Option<ApiVerdict> = None;
-    for profile in choice.candidates() {
-        let mut checks = Checks::default();
-        for observation in observations {
-            checks.extend(observation.judge(model, profile));
-        }
-        checks.extend(judge_exchanges(workers, model, profile));
-        let verdict = ApiVerdict {
-            profile,
-            matched: checks.all_passed(),
-            checks,
-        };
-        if verdict.matched {
-            return verdict;
-        }
-        let fewer =
-            |b: &ApiVerdict| verdict.checks.violations().count() < b.checks.violations().count();
-        if best.as_ref().is_none_or(fewer) {
-            best = Some(verdict);
-        }
-    }
-    best.expect("a profile choice has at least one candidate")
+    let mut verdicts: Vec<ApiVerdict> = choice
+        .candidates()
+        .into_iter()
+        .map(|profile| {
+            let mut checks = Checks::default();
+            for observation in observations {
+                checks.extend(observation.judge(model, profile));
+            }
+            checks.extend(judge_exchanges(workers, model, profile));
+            ApiVerdict {
+                profile,
+                matched: checks.all_passed(),
+                also_matched: Vec::new(),
+                checks,
+            }
+        })
+        .collect();
+    let matched: Vec<&'static Profile> = verdicts
+        .iter()
+        .filter(|v| v.matched)
+        .map(|v| v.profile)
+        .collect();
+    let best = verdicts
+        .iter()
+        .position(|v| v.matched)
+        .or_else(|| (0..verdicts.len()).min_by_key(|i| verdicts[*i].checks.violations().count()))
+        .expect("a profile choice has at least one candidate");
+    let mut verdict = verdicts.swap_remove(best);
+    verdict.also_matched = matched.into_iter().skip(1).collect();
+    verdict
 }

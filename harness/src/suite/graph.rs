@@ -18,7 +18,7 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
              one per pod, started by the bridge from each pod's own command and environment and reached through kube-rs \
              port-forwards via the API server and kwok, their probes run against them (exec probes with the image's programs); {}; \
              stand-in: the Dynamo operator (the project's controller following the release line's rules: its Go module is refused by this machine's proxy); \
-             simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer)",
+             simulated: nodes and pods (kwok), GPUs (nvidia.com/gpu capacity), the vLLM engine (Dynamo's mocker with the model's tokenizer){}",
             cluster.version,
             config.dynamo_version,
             match config.workers_version {
@@ -30,6 +30,10 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
                     "the platform's etcd (Debian) and nats-server v2.10.21 (Go module proxy) as local processes, discovery through that etcd",
                 crate::release::Planes::FileTcpZmq =>
                     "discovery through files shared by the namespace's processes (standing in for the Kubernetes API's)",
+            },
+            match config.dynamo_version.asks_the_hub(config.workers_version) {
+                true => format!(", the Hugging Face Hub ({})", crate::dynamo::hub::SERVER),
+                false => String::new(),
             }
         ),
         ProviderKind::Kind if cluster.offline() => {
