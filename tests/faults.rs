@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use harness::config::{Config, ConfigLayer};
+use harness::profile::OperatorRules;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dynamo-conformance");
 /// A whole run, first graph start included, stays well inside this.
@@ -77,8 +78,9 @@ fn run_breaking_at(marker: &str, fault: impl FnOnce() -> String) -> (i32, String
     (status.code().unwrap_or(-1), output, done)
 }
 
-/// The log directory of the live pod of a component (`frontend`, `vllmdecodeworker`), and the pid
-/// of its newest process (the bridge's `started pid` line), or why there is none yet.
+/// The log directory of the live pod of a graph service (`Frontend`, `VllmDecodeWorker`: its
+/// pods' `nvidia.com/dynamo-component` label), and the pid of its newest process (the bridge's
+/// `started pid` line), or why there is none yet.
 fn process_of(
     config: &Config,
     agent_dir: &Path,
@@ -92,7 +94,7 @@ fn process_of(
             "get",
             "pods",
             "-l",
-            &format!("nvidia.com/selector=vllm-v1-disagg-router-{component}"),
+            &format!("nvidia.com/dynamo-component={component}"),
             "-o",
             "jsonpath={range .items[*]}{.metadata.uid} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
         ],
@@ -152,7 +154,7 @@ fn a_killed_frontend_process_fails_the_api_cases_naming_its_pod() {
     let agent_dir = harness::cluster::agent::dir(&config.cache_dir);
     let (code, output, killed) = run_breaking_at("guide::api::frontend_health", || {
         let (dir, pid) =
-            process_of(&config, &agent_dir, "frontend").expect("the frontend's process");
+            process_of(&config, &agent_dir, "Frontend").expect("the frontend's process");
         // SIGKILL, as an out-of-memory kill would end it.
         // SAFETY: a plain signal to the frontend process the bridge started.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -176,7 +178,7 @@ fn a_killed_frontend_process_fails_the_api_cases_naming_its_pod() {
 #[test]
 fn a_deleted_worker_pod_fails_the_cases_naming_it() {
     let config = config();
-    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
     let mut deleted = String::new();
     let (code, output, _) = run_breaking_at("guide::api::frontend_health", || {
         let ns = config.namespace.as_str();
@@ -570,6 +572,17 @@ fn await_waiting(config: &Config, selector: &str, reasons: &[&str]) {
 /// Runs `case` against the cluster as it is (`--check-only`), expecting it to fail naming
 /// `diagnosis` and `also`.
 fn fails_naming(case: &str, diagnosis: &str, also: &[&str]) -> String {
+    let output = fails_carrying(case, also);
+    assert!(
+        output.contains(&format!("diagnosis: {diagnosis}: ")),
+        "the failure should name {diagnosis}:\n{output}"
+    );
+    output
+}
+
+/// Runs `case` against the cluster as it is (`--check-only`), expecting it to fail carrying
+/// `also`, whatever it is diagnosed as.
+fn fails_carrying(case: &str, also: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(["run", "--check-only", "--exact", case])
         .output()
@@ -580,10 +593,6 @@ fn fails_naming(case: &str, diagnosis: &str, also: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(1), "{case} should fail:\n{output}");
-    assert!(
-        output.contains(&format!("diagnosis: {diagnosis}: ")),
-        "the failure should name {diagnosis}:\n{output}"
-    );
     for part in also {
         assert!(
             output.contains(part),
@@ -704,7 +713,7 @@ fn a_missing_hf_token_secret_fails_the_graph_naming_its_diagnosis() {
         &config,
         &["-n", "dynamo-cloud", "delete", "secret", "hf-token-secret"],
     );
-    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
     delete_pods(&config, selector);
     await_waiting(&config, selector, &["CreateContainerConfigError"]);
     fails_naming(
@@ -780,7 +789,7 @@ fn workers_that_cannot_reach_nats_crash_loop_naming_nats_or_etcd_unreachable() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
     delete_pods(&config, selector);
     await_waiting(&config, selector, &["CrashLoopBackOff"]);
     fails_naming(
@@ -864,6 +873,39 @@ fn rollout_status(config: &Config, workload: &str) {
             "--timeout=180s",
         ],
     );
+}
+
+/// Waits for the rollout of a graph service's Deployment, found by its `nvidia.com/dynamo-component`
+/// label: once one is left (under 1.x's rules a changed worker spec renames the worker, and the
+/// old Deployment goes), then `kubectl rollout status` on it.
+fn rollout_status_of(config: &Config, service: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut seen = String::new();
+    while std::time::Instant::now() < deadline {
+        seen = kubectl_unchecked(
+            config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "get",
+                "deployments",
+                "-l",
+                &format!("nvidia.com/dynamo-component={service}"),
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+            ],
+        )
+        .unwrap_or_default();
+        let names: Vec<&str> = seen.lines().filter(|l| !l.trim().is_empty()).collect();
+        if let [one] = names.as_slice()
+            && one.split_whitespace().count() == 1
+        {
+            rollout_status(config, &format!("deployment/{}", one.trim()));
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("{service}: not one Deployment within 180 s; last seen: {seen:?}");
 }
 
 /// Merges `patch` into the graph (`kubectl patch --type=merge`), as a user's edit would.
@@ -956,7 +998,7 @@ fn a_rollout_stuck_behind_a_ready_old_pod_is_not_ready_naming_ready_while_rollin
     let image = format!("{}-unpublished", service_image(&config, "VllmDecodeWorker"));
     let withdrawn = Withdrawn::new(&config, &image);
     set_service_image(&config, "VllmDecodeWorker", &image);
-    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
     await_waiting(&config, selector, &["ErrImagePull", "ImagePullBackOff"]);
     // The old pod still serves: the operator (stand-in, by 0.4.1's rule) calls the graph ready.
     let state = kubectl(
@@ -971,15 +1013,42 @@ fn a_rollout_stuck_behind_a_ready_old_pod_is_not_ready_naming_ready_while_rollin
         ],
     );
     println!("the graph's state mid-rollout: {state}");
-    fails_naming(
-        "guide::graph::ready",
-        "ready-while-rolling-out",
-        &[
-            "while a rollout is under way",
-            "pods of an old revision left",
-            &image,
-        ],
-    );
+    if config.dynamo_version.profile().operator_rules == OperatorRules::V1 {
+        // 1.x's rule (ai-dynamo/dynamo#6110): the new image renames the workers; the old keep
+        // serving beside the new, which the graph waits for, naming their image.
+        let old = kubectl(
+            &config,
+            &[
+                "-n",
+                "dynamo-cloud",
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.labels.nvidia\\.com/selector} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+            ],
+        );
+        println!("decode pods mid-rollout:\n{old}");
+        assert!(
+            old.lines().any(|l| l.ends_with(" True")),
+            "an old worker serves while the renamed one cannot start:\n{old}"
+        );
+        fails_carrying(
+            "guide::graph::ready",
+            &["not ready", "ErrImagePull", &image],
+        );
+    } else {
+        fails_naming(
+            "guide::graph::ready",
+            "ready-while-rolling-out",
+            &[
+                "while a rollout is under way",
+                "pods of an old revision left",
+                &image,
+            ],
+        );
+    }
     drop(withdrawn);
     healed("guide::graph::ready");
 }
@@ -1038,7 +1107,7 @@ fn a_hung_worker_restarted_by_its_liveness_probe_is_named_liveness_fails_under_l
     healed("guide::graph::ready");
     let agent_dir = harness::cluster::agent::dir(&config.cache_dir);
     let since = now_stamp();
-    let hung = Hung::new(config.clone(), agent_dir, "vllmdecodeworker");
+    let hung = Hung::new(config.clone(), agent_dir, "VllmDecodeWorker");
     // The guide's worker probe: /live every 5 s, 30 s to answer, one failure restarts.
     await_event(
         &config,
@@ -1047,7 +1116,7 @@ fn a_hung_worker_restarted_by_its_liveness_probe_is_named_liveness_fails_under_l
         &since,
         Duration::from_secs(180),
     );
-    let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+    let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
     await_waiting(&config, selector, &["CrashLoopBackOff"]);
     fails_naming(
         "guide::graph::component_pods",
@@ -1178,11 +1247,8 @@ fn workers_registered_in_another_dynamo_namespace_are_named_discovery_mismatch()
         &["VllmDecodeWorker", "VllmPrefillWorker"],
         &serde_json::json!({"env": [{"name": "DYN_NAMESPACE", "value": "elsewhere"}]}),
     );
-    for component in ["vllmdecodeworker", "vllmprefillworker"] {
-        rollout_status(
-            &config,
-            &format!("deployment/vllm-v1-disagg-router-{component}"),
-        );
+    for service in ["VllmDecodeWorker", "VllmPrefillWorker"] {
+        rollout_status_of(&config, service);
     }
     fails_naming(
         "guide::graph::ready",

@@ -211,7 +211,7 @@ fn a_missing_hf_token_secret_fails_the_graph_with_create_container_config_error(
             .delete("hf-token-secret", &DeleteParams::default())
             .await
             .expect("delete the secret");
-        let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+        let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
         pods.delete_collection(
             &DeleteParams::default(),
             &ListParams::default().labels(selector),
@@ -288,15 +288,13 @@ fn a_frontend_image_without_jq_leaves_the_graph_pending_with_the_probes_output()
             .expect("apply the graph");
         let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
         let frontend = until("the new frontend pod", || async {
-            pods.list(
-                &ListParams::default().labels("nvidia.com/selector=vllm-v1-disagg-router-frontend"),
-            )
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.name_any())
+            pods.list(&ListParams::default().labels("nvidia.com/dynamo-component=Frontend"))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.name_any())
         })
         .await;
         let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
@@ -341,7 +339,7 @@ fn a_hung_worker_is_restarted_by_its_liveness_probe() {
     rt.block_on(async {
         let (_, client) = cluster(&config).await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-        let selector = "nvidia.com/selector=vllm-v1-disagg-router-vllmdecodeworker";
+        let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
         let pod = pods
             .list(&ListParams::default().labels(selector))
             .await

@@ -9,11 +9,11 @@ use crate::openai::Rule;
 use crate::openai::probe::{Malformed, Withheld};
 use crate::release::DynamoVersion;
 
-/// One release's recorded break of one case's rules.
+/// Releases' recorded break of one case's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finding {
-    /// The release, as PyPI spells it.
-    pub release: &'static str,
+    /// The releases seen breaking them, as PyPI spells them.
+    pub releases: &'static [&'static str],
     /// The case, e.g. `guide::api::n_choices`.
     pub case: &'static str,
     /// The rules it breaks there.
@@ -38,24 +38,33 @@ const STOP_SEQUENCE_BREAK: &[Rule] = &[
     Rule::StopSequence,
 ];
 
-/// Every recorded finding.
+/// Dynamo 0.5.1 to 0.9.1, each run by `matrix --tier api` (2026-12-01; 0.8.1 and 0.9.1 on
+/// 2026-12-02 with the Hub simulated) and 0.8.1 by `run` on the local provider.
+const LINE_0_5: &[&str] = &["0.5.1", "0.6.1", "0.7.1", "0.8.1", "0.9.1"];
+
+/// Every recorded finding. The 1.x entries beyond 1.0.2 and 1.6.1 come from
+/// `matrix --releases all --tier api` (2026-12-01), whose graph is restarted after a probe
+/// breaks it: the release's faults, or the mocker's seen through its frontend.
 pub const FINDINGS: &[Finding] = &[
     Finding {
-        release: "0.4.1",
+        releases: &["0.4.1"],
         case: "guide::api::max_tokens_one",
         rules: &[Rule::ResponseText, Rule::StreamText],
         seen: "max_tokens 1 answers an empty text, finish_reason \"length\" (0.4.1 stops one token short)",
         withheld: &[],
     },
     Finding {
-        release: "0.4.1",
+        releases: &[
+            "0.4.1", "0.5.1", "0.6.1", "0.7.1", "0.8.1", "0.9.1", "1.0.2", "1.1.1", "1.2.1",
+            "1.3.1", "1.4.2", "1.5.1", "1.6.1",
+        ],
         case: "guide::api::n_choices",
         rules: &[Rule::ChoicesN],
-        seen: "n 3 answers one choice (n is ignored)",
+        seen: "n 3 answers one choice (n is ignored; the mocker generates one)",
         withheld: &[],
     },
     Finding {
-        release: "0.4.1",
+        releases: &["0.4.1"],
         case: "guide::api::stop_sequence",
         rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
@@ -66,14 +75,46 @@ pub const FINDINGS: &[Finding] = &[
         withheld: &[Withheld::StopSequence],
     },
     Finding {
-        release: "0.4.1",
+        releases: LINE_0_5,
+        case: "guide::api::stop_sequence",
+        rules: STOP_SEQUENCE_BREAK,
+        seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
+               chat completions stream: Stream ended before generation completed\", from 0.7.1 \
+               \"Unlinked request; initiating request task was dropped or cancelled\"), a \
+               streamed one is cut before or after its first event (no finish_reason, no \
+               [DONE]), and on Kubernetes 0.8.1's frontend then answers 500 \"instance_id=… not \
+               found\"; the stopped requests are withheld under run",
+        withheld: &[Withheld::StopSequence],
+    },
+    Finding {
+        releases: &["1.1.1", "1.2.1", "1.3.1", "1.4.2", "1.5.1"],
+        case: "guide::api::stop_sequence",
+        rules: STOP_SEQUENCE_BREAK,
+        seen: "once the stop string is generated, a chat answers 500 (1.1.1 \"Prefill execution \
+               failed: … Stream ended before generation completed\", 1.2.1 and 1.5.1 \"Failed to \
+               parse chat completion response\", 1.3.1 and 1.4.2 \"Failed to generate \
+               completions\"), streamed too (1.5.1 then 503 \"not ready to serve requests yet\"); \
+               1.1.1's, 1.2.1's and 1.5.1's graph then stops serving until restarted; withheld \
+               under run",
+        withheld: &[Withheld::StopSequence],
+    },
+    Finding {
+        releases: &["0.4.1"],
         case: "guide::api::no_max_tokens",
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500",
         withheld: &[],
     },
     Finding {
-        release: "0.4.1",
+        releases: LINE_0_5,
+        case: "guide::api::no_max_tokens",
+        rules: &[Rule::MaxTokensOptional],
+        seen: "a chat without max_tokens answers 500 (\"Failed to generate completions: Unlinked \
+               request; initiating request task was dropped or cancelled\")",
+        withheld: &[],
+    },
+    Finding {
+        releases: &["0.4.1"],
         case: "guide::api::invalid_parameters_rejected",
         rules: &[Rule::ErrorStatus, Rule::ErrorBody],
         seen: "max_tokens 0 panics the mocker (\"reached max_output_tokens limit\") and wedges \
@@ -84,7 +125,25 @@ pub const FINDINGS: &[Finding] = &[
         ],
     },
     Finding {
-        release: "1.6.1",
+        releases: LINE_0_5,
+        case: "guide::api::invalid_parameters_rejected",
+        rules: &[Rule::ErrorStatus],
+        seen: "max_tokens 10^9 gets no answer within 30 s and the graph stops serving; it and \
+               max_tokens 0 (which wedges 0.4.1's) are withheld under run",
+        withheld: &[
+            Withheld::Rejection(Malformed::ZeroMaxTokens),
+            Withheld::Rejection(Malformed::AboveContextMaxTokens),
+        ],
+    },
+    Finding {
+        releases: &["0.5.1"],
+        case: "guide::api::completion",
+        rules: &[Rule::UsagePresent],
+        seen: "an unstreamed completion carries no usage (\"usage\": null); 0.6.1 sends it again",
+        withheld: &[],
+    },
+    Finding {
+        releases: &["1.6.1"],
         case: "guide::api::no_max_tokens",
         rules: &[Rule::StreamErrorEvent, Rule::StreamEventJson],
         seen: "a streamed chat without max_tokens is answered 200, then a data event carrying the \
@@ -93,16 +152,7 @@ pub const FINDINGS: &[Finding] = &[
         withheld: &[],
     },
     Finding {
-        release: "1.6.1",
-        case: "guide::api::n_choices",
-        rules: &[Rule::ChoicesN],
-        seen: "n 3 answers one choice (n is ignored)",
-        withheld: &[],
-    },
-    // 1.0.2's, from `matrix --releases 1.0.2 --tier api` (2026-12-01), whose graph is restarted
-    // after a probe breaks it: the release's faults, or the mocker's seen through its frontend.
-    Finding {
-        release: "1.0.2",
+        releases: &["1.0.2"],
         case: "guide::api::stop_sequence",
         rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to parse \
@@ -112,18 +162,19 @@ pub const FINDINGS: &[Finding] = &[
         withheld: &[Withheld::StopSequence],
     },
     Finding {
-        release: "1.0.2",
+        releases: &["1.0.2", "1.1.1", "1.2.1", "1.3.1"],
         case: "guide::api::invalid_parameters_rejected",
         rules: &[Rule::ErrorStatus],
-        seen: "max_tokens 10^9 (under dynamo up) and max_tokens 0 (on Kubernetes) get no answer \
-               within 30 s and the graph stops serving; both withheld under run",
+        seen: "max_tokens 10^9 (under dynamo up) and max_tokens 0 (1.0.2 on Kubernetes) get no \
+               answer within 30 s and the graph stops serving; both withheld under run; 1.4.2 \
+               answers 400",
         withheld: &[
             Withheld::Rejection(Malformed::ZeroMaxTokens),
             Withheld::Rejection(Malformed::AboveContextMaxTokens),
         ],
     },
     Finding {
-        release: "1.0.2",
+        releases: &["1.0.2", "1.1.1", "1.2.1"],
         case: "guide::api::malformed_request_rejected",
         rules: &[Rule::ErrorBody],
         seen: "invalid JSON is answered in plain text (\"Failed to parse the request body as \
@@ -131,27 +182,38 @@ pub const FINDINGS: &[Finding] = &[
         withheld: &[],
     },
     Finding {
-        release: "1.0.2",
-        case: "guide::api::n_choices",
-        rules: &[Rule::ChoicesN],
-        seen: "n 3 answers one choice (the mocker ignores n)",
-        withheld: &[],
-    },
-    Finding {
-        release: "1.0.2",
+        releases: &["1.0.2", "1.1.1", "1.4.2"],
         case: "guide::api::no_max_tokens",
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500 (\"max_output_tokens must be specified for \
-               mocker\"): the mocker's need, surfaced as a server error",
+               mocker\", from 1.3.1 only \"Failed to generate completions\"): the mocker's need, \
+               surfaced as a server error",
         withheld: &[],
+    },
+    Finding {
+        releases: &["1.2.1", "1.3.1", "1.5.1"],
+        case: "guide::api::no_max_tokens",
+        rules: &[Rule::MaxTokensOptional],
+        seen: "a chat without max_tokens answers 500 (\"max_output_tokens must be specified for \
+               mocker\", from 1.3.1 only \"Failed to generate completions\") and the graph then \
+               stops serving until restarted; withheld under run",
+        withheld: &[Withheld::Unbounded],
     },
 ];
 
+impl Finding {
+    /// Whether it was seen on `release` (as PyPI spells it).
+    pub fn records(&self, release: &str) -> bool {
+        self.releases.contains(&release)
+    }
+}
+
 /// The finding recorded for `case` on `release`, if any.
 pub fn for_case(release: DynamoVersion, case: &str) -> Option<&'static Finding> {
+    let release = release.to_string();
     FINDINGS
         .iter()
-        .find(|f| f.release == release.to_string() && f.case == case)
+        .find(|f| f.records(&release) && f.case == case)
 }
 
 #[cfg(test)]
@@ -161,22 +223,29 @@ mod tests {
     #[test]
     fn each_finding_names_a_listed_case_once() {
         for finding in FINDINGS {
-            let config = crate::config::Config::resolve(crate::config::ConfigLayer {
-                dynamo_version: Some(finding.release.into()),
-                ..Default::default()
-            })
-            .unwrap();
-            let names: Vec<String> = crate::suite::cases(&config)
-                .into_iter()
-                .map(|c| c.name)
-                .collect();
-            assert!(names.contains(&finding.case.to_string()), "{finding:?}");
-            let twins = FINDINGS
-                .iter()
-                .filter(|f| f.release == finding.release && f.case == finding.case)
-                .count();
-            assert_eq!(twins, 1, "{finding:?}");
-            assert!(!finding.rules.is_empty());
+            assert!(!finding.releases.is_empty() && !finding.rules.is_empty());
+            for release in finding.releases {
+                let config = crate::config::Config::resolve(crate::config::ConfigLayer {
+                    dynamo_version: Some(release.to_string()),
+                    ..Default::default()
+                })
+                .unwrap();
+                assert_eq!(
+                    config.dynamo_version.to_string(),
+                    *release,
+                    "a row of its own"
+                );
+                let names: Vec<String> = crate::suite::cases(&config)
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect();
+                assert!(names.contains(&finding.case.to_string()), "{finding:?}");
+                let twins = FINDINGS
+                    .iter()
+                    .filter(|f| f.records(release) && f.case == finding.case)
+                    .count();
+                assert_eq!(twins, 1, "{release}: {finding:?}");
+            }
         }
     }
 }

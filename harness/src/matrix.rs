@@ -88,6 +88,9 @@ pub enum Mark {
     Skip,
     /// The case broke exactly what its release's recorded finding names.
     Known,
+    /// A fact of the release table about the release (its observation is the value), shown so
+    /// that a change between releases is located where it happened.
+    Fact,
 }
 
 impl Mark {
@@ -97,6 +100,7 @@ impl Mark {
             Mark::Fail => "FAIL",
             Mark::Skip => "SKIP",
             Mark::Known => "KNOWN",
+            Mark::Fact => "FACT",
         }
     }
 }
@@ -249,6 +253,7 @@ impl Matrix {
                                 a.mark != b.mark
                                     || (a.mark == Mark::Fail
                                         && shape(&a.observed) != shape(&b.observed))
+                                    || (a.mark == Mark::Fact && a.observed != b.observed)
                             }
                             (None, None) => false,
                             _ => true,
@@ -309,6 +314,9 @@ impl Matrix {
             for cell in cells {
                 match cell {
                     None => out.push_str(" – |"),
+                    Some(c) if c.mark == Mark::Fact => {
+                        let _ = write!(out, " {} |", escape_md(&c.observed));
+                    }
                     Some(c) if c.observed.is_empty() => {
                         let _ = write!(out, " {} |", c.mark.as_str());
                     }
@@ -411,6 +419,9 @@ impl Matrix {
             for cell in cells {
                 match cell {
                     None => out.push_str("<td>–</td>"),
+                    Some(c) if c.mark == Mark::Fact => {
+                        let _ = write!(out, "<td>{}</td>", escape_html(&c.observed));
+                    }
                     Some(c) => {
                         let _ = write!(
                             out,
@@ -475,6 +486,7 @@ impl Matrix {
 fn describe(cell: Option<&Cell>) -> String {
     match cell {
         None => "not reported".into(),
+        Some(c) if c.mark == Mark::Fact => c.observed.clone(),
         Some(c) if c.observed.is_empty() => c.mark.as_str().into(),
         Some(c) => format!("{} ({})", c.mark.as_str(), excerpt(&c.observed, 160)),
     }
@@ -529,7 +541,7 @@ fn escape_html(text: &str) -> String {
 pub fn api_cells(own: &Checks, strict: &Checks, release: &str) -> Vec<(String, Cell)> {
     let known: Vec<&str> = crate::findings::FINDINGS
         .iter()
-        .filter(|f| f.release == release)
+        .filter(|f| f.records(release))
         .flat_map(|f| f.rules.iter().map(|r| r.id()))
         .collect();
     let mut cells = rule_cells(own, "");
@@ -706,9 +718,7 @@ fn finish(
 pub fn survival_cell(broken_by: &[&str], release: &str) -> (String, Cell) {
     let recorded = |probe: &&str| {
         crate::findings::FINDINGS.iter().any(|f| {
-            f.release == release
-                && f.case == format!("guide::api::{probe}")
-                && !f.withheld.is_empty()
+            f.records(release) && f.case == format!("guide::api::{probe}") && !f.withheld.is_empty()
         })
     };
     let mark = if broken_by.is_empty() {
@@ -849,9 +859,61 @@ pub fn run(
             },
             column.took.as_secs_f64()
         );
-        matrix.push(column, cells);
+        let mut all = facts(version);
+        all.extend(cells);
+        matrix.push(column, all);
     }
     matrix
+}
+
+/// The release table's facts about `version` as `release.*` rows ([`Mark::Fact`]): its planes
+/// (seen running it here), its graph CRD versions and its operator's naming rules (read from the
+/// operator's source), and whether its frontend asks the Hugging Face Hub (seen here).
+pub fn facts(version: DynamoVersion) -> Vec<(String, Cell)> {
+    let release = version.release();
+    let crd = release.graph_crd;
+    let fact = |id: &str, value: String| {
+        (
+            id.to_string(),
+            Cell {
+                mark: Mark::Fact,
+                observed: value,
+            },
+        )
+    };
+    vec![
+        fact("release.planes", release.planes.describe().to_string()),
+        fact(
+            "release.graph_crd",
+            format!(
+                "{} served, {} stored",
+                if crd.serves_v1beta1() {
+                    "v1alpha1 and v1beta1"
+                } else {
+                    "v1alpha1"
+                },
+                crd.stored()
+            ),
+        ),
+        fact(
+            "release.operator_rules",
+            match version.profile().operator_rules {
+                crate::profile::OperatorRules::V0_4 => "components <graph>-<service>".into(),
+                crate::profile::OperatorRules::V1 => "workers <graph>-<service>-<hash>, \
+                                                      labelled with the graph and the hash; \
+                                                      per-service status"
+                    .into(),
+            },
+        ),
+        fact(
+            "release.model_lookup",
+            if release.asks_the_hub {
+                "asks the Hugging Face Hub's API".into()
+            } else {
+                "offline (HF_HUB_OFFLINE=1 honoured)".into()
+            },
+        ),
+    ]
 }
 
 /// The columns to run, in order: each release, then under `skew` for each pair of neighbours
@@ -964,6 +1026,44 @@ mod tests {
             survival_cell(&["stop_sequence"], "1.6.1").1.mark,
             Mark::Fail
         );
+    }
+
+    #[test]
+    fn the_release_tables_facts_show_where_each_changed() {
+        let v = |s: &str| s.parse::<DynamoVersion>().unwrap();
+        let mut m = Matrix::new(Tier::Api);
+        for version in ["0.9.1", "1.0.2", "1.1.1", "1.2.1"] {
+            m.push(column(version), facts(v(version)));
+        }
+        let changed: Vec<(String, Vec<String>)> = m
+            .changes()
+            .into_iter()
+            .map(|((_, to), changes)| (to, changes.into_iter().map(|c| c.row).collect()))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (
+                    "1.0.2".to_string(),
+                    vec![
+                        "release.operator_rules".to_string(),
+                        "release.model_lookup".to_string()
+                    ]
+                ),
+                ("1.1.1".to_string(), vec!["release.planes".to_string()]),
+                ("1.2.1".to_string(), vec!["release.graph_crd".to_string()]),
+            ]
+        );
+        let md = m.markdown();
+        assert!(
+            md.contains("| `release.graph_crd` | v1alpha1 served, v1alpha1 stored |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- `release.planes`: etcd and NATS → file discovery"),
+            "{md}"
+        );
+        assert!(m.failures_of(3).is_empty());
     }
 
     #[test]
@@ -1100,7 +1200,7 @@ mod tests {
         let rule = finding.rules[0];
         let mut own = Checks::default();
         own.fail(rule, "POST /v1/completions", "x", "y");
-        let cells = api_cells(&own, &Checks::default(), finding.release);
+        let cells = api_cells(&own, &Checks::default(), finding.releases[0]);
         assert_eq!(cells[0].1.mark, Mark::Known);
         let cells = api_cells(&own, &Checks::default(), "9.9.9");
         assert_eq!(cells[0].1.mark, Mark::Fail);

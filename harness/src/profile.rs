@@ -73,6 +73,9 @@ pub struct Profile {
     pub mocker_roles: MockerRoles,
     /// How the release line's processes find each other on Kubernetes, as its operator sets it up.
     pub discovery: Discovery,
+    /// How the release line's operator names and labels a graph's components and reports them in
+    /// the graph's status.
+    pub operator_rules: OperatorRules,
     /// Whether streamed choices may leave the `finish_reason` key out instead of sending `null`
     /// (OpenAI's chunk schema requires the key).
     pub may_omit_finish_reason: bool,
@@ -139,6 +142,26 @@ pub enum Discovery {
     Kubernetes,
 }
 
+/// How a release line's operator names, labels and reports a graph's components (read from the
+/// operator's source, ai-dynamo/dynamo `deploy/operator/internal/dynamo/graph.go`, `hash.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorRules {
+    /// 0.4.x to 0.9.x: a DynamoComponentDeployment `<graph>-<service, lower case>` per service,
+    /// labelled `nvidia.com/dynamo-component` (the service key) and `nvidia.com/dynamo-namespace`;
+    /// the graph's status has its `state` and a `Ready` condition.
+    V0_4,
+    /// 1.x (from 1.0.0, ai-dynamo/dynamo#6110): a worker's component (componentType `worker`,
+    /// `prefill` or `decode`) is named `<graph>-<service>-<hash>`, the hash the first 8 hex
+    /// digits of a SHA-256 over every worker's spec with its names, labels, replicas and
+    /// scaling left out, so one hash per graph and a changed worker spec renames every worker
+    /// (`nvidia.com/dynamo-worker-hash` on the component and its pods); every component is
+    /// labelled `nvidia.com/dynamo-graph-deployment-name`, its pods
+    /// `nvidia.com/dynamo-sub-component-type` where the spec has a `subComponentType`; the
+    /// graph's status also lists each service's workload and replica counts (`status.services`
+    /// in `v1alpha1`, `status.components` in `v1beta1`).
+    V1,
+}
+
 /// The mocker's arguments, per worker role.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MockerRoles {
@@ -185,6 +208,7 @@ impl Profile {
             prefill_registers_model: false,
         },
         discovery: Discovery::EtcdAndNats,
+        operator_rules: OperatorRules::V0_4,
         // Seen running 0.4.1 here: streamed choices (completions and chat) carry no
         // finish_reason key until the last one.
         may_omit_finish_reason: true,
@@ -242,6 +266,7 @@ impl Profile {
             prefill_registers_model: true,
         },
         discovery: Discovery::Kubernetes,
+        operator_rules: OperatorRules::V1,
         // Seen running 1.6.1 here: streamed /v1/completions choices carry no finish_reason key
         // until the last one (chat completions send null).
         may_omit_finish_reason: true,

@@ -208,6 +208,11 @@ impl ApiProbe {
         let mut exchanges = Vec::new();
         for expectation in self.requests(model) {
             let captured = match &expectation {
+                Expectation::Generation(request)
+                    if request.max_tokens.is_none() && withheld.contains(&Withheld::Unbounded) =>
+                {
+                    unsent()
+                }
                 Expectation::Rejected(malformed, _, _)
                     if withheld.contains(&Withheld::Rejection(*malformed)) =>
                 {
@@ -265,6 +270,8 @@ pub enum Withheld {
     Rejection(Malformed),
     /// The stop-sequence probe's stopped requests (its baselines are still sent).
     StopSequence,
+    /// The generations without `max_tokens` (the no-max-tokens probe's).
+    Unbounded,
 }
 
 /// A request built to be rejected.
@@ -431,6 +438,14 @@ impl Expectation {
         match self {
             Expectation::FrontendHealth => (Rule::HealthStatus, "GET /health".into()),
             Expectation::Models => (Rule::ModelsStatus, "GET /v1/models".into()),
+            Expectation::Generation(r) if r.max_tokens.is_none() => (
+                Rule::MaxTokensOptional,
+                format!(
+                    "POST {}{}",
+                    r.kind.path(),
+                    if r.stream { " (stream)" } else { "" }
+                ),
+            ),
             Expectation::Generation(r) if r.stream => (
                 Rule::StreamStatus,
                 format!("POST {} (stream)", r.kind.path()),

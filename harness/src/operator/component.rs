@@ -9,6 +9,8 @@ use crate::k8s::kinds::DynamoComponentDeployment;
 pub const SELECTOR_LABEL: &str = "nvidia.com/selector";
 /// The label carrying a component's type (frontend, worker), on its pods.
 pub const TYPE_LABEL: &str = "nvidia.com/dynamo-component-type";
+/// The label carrying a worker's role (`decode`, `prefill`) on its pods (1.x).
+pub const SUB_TYPE_LABEL: &str = "nvidia.com/dynamo-sub-component-type";
 /// The frontend's HTTP port.
 pub const HTTP_PORT: i32 = 8000;
 /// A worker's system port (health, metrics).
@@ -113,6 +115,14 @@ pub fn pod_labels(dcd: &DynamoComponentDeployment) -> Map<String, Value> {
     labels.insert("nvidia.com/metrics-enabled".into(), "true".into());
     if let Some(kind) = dcd.spec["componentType"].as_str() {
         labels.insert(TYPE_LABEL.into(), kind.into());
+    }
+    if let Some(role) = dcd.spec["subComponentType"].as_str()
+        && super::release_of(dcd.metadata.annotations.as_ref())
+            .profile()
+            .operator_rules
+            == crate::profile::OperatorRules::V1
+    {
+        labels.insert(SUB_TYPE_LABEL.into(), role.into());
     }
     if let Some(extra) = dcd.spec["extraPodMetadata"]["labels"].as_object() {
         labels.extend(extra.clone());
@@ -490,6 +500,17 @@ mod tests {
                 .get("serviceAccountName")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn under_1x_a_workers_role_is_labelled_on_its_pods() {
+        let with_role = |release: Option<&str>| {
+            let mut worker = components_of_release(release).remove(1);
+            worker.spec["subComponentType"] = "prefill".into();
+            pod_labels(&worker)
+        };
+        assert_eq!(with_role(Some("1.6.1"))[SUB_TYPE_LABEL], "prefill");
+        assert!(with_role(None).get(SUB_TYPE_LABEL).is_none());
     }
 
     #[test]

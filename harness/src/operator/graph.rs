@@ -1,5 +1,6 @@
 //! A graph's services as DynamoComponentDeployments, named, labelled and owned as Dynamo 0.4.1's operator does.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Map, Value, json};
 
 use super::OperatorError;
@@ -10,9 +11,67 @@ pub const COMPONENT_LABEL: &str = "nvidia.com/dynamo-component";
 /// Label naming the Dynamo namespace of a graph.
 pub const NAMESPACE_LABEL: &str = "nvidia.com/dynamo-namespace";
 
-/// The component deployment name of `service` in graph `graph`: `<graph>-<service, lower case>`.
-pub fn component_name(graph: &str, service: &str) -> String {
-    format!("{graph}-{}", service.to_lowercase())
+/// Label naming the graph a component belongs to (1.x).
+pub const GRAPH_LABEL: &str = "nvidia.com/dynamo-graph-deployment-name";
+/// Label carrying the worker hash in a worker component's name (1.x).
+pub const WORKER_HASH_LABEL: &str = "nvidia.com/dynamo-worker-hash";
+
+/// The component deployment name of `service` in graph `graph`: `<graph>-<service, lower case>`,
+/// and `-<hash>` after it for a worker under 1.x's rules ([`worker_hash`]).
+pub fn component_name(graph: &str, service: &str, hash: Option<&str>) -> String {
+    match hash {
+        Some(hash) => format!("{graph}-{}-{hash}", service.to_lowercase()),
+        None => format!("{graph}-{}", service.to_lowercase()),
+    }
+}
+
+/// Whether a service (v1alpha1 shape) is a worker by 1.x's rule: componentType `worker`,
+/// `prefill` or `decode` (its subComponentType plays no part).
+pub fn is_worker(spec: &Value) -> bool {
+    matches!(
+        spec["componentType"].as_str(),
+        Some("worker" | "prefill" | "decode")
+    )
+}
+
+/// 1.x's worker hash of a graph's services ([`crate::profile::OperatorRules::V1`]): the first 8
+/// hex digits of the SHA-256 of every worker's spec as JSON, by service name, with what does
+/// not change a worker's pods left out (names, labels, annotations, component types, Dynamo
+/// namespace, replicas, autoscaling, ingress, model reference, EPP config). `None` without a
+/// worker. The rule is the operator's "v1" hash (1.0 to 1.3 name new graphs with it, 1.4 with
+/// one over the generated components); the bytes hashed are this stand-in's, so the digits
+/// differ from a real operator's.
+pub fn worker_hash(services: &Map<String, Value>) -> Option<String> {
+    const LEFT_OUT: [&str; 12] = [
+        "annotations",
+        "labels",
+        "serviceName",
+        "componentType",
+        "subComponentType",
+        "dynamoNamespace",
+        "replicas",
+        "autoscaling",
+        "scalingAdapter",
+        "ingress",
+        "modelRef",
+        "eppConfig",
+    ];
+    let workers: Map<String, Value> = services
+        .iter()
+        .filter(|(_, spec)| is_worker(spec))
+        .map(|(name, spec)| {
+            let mut spec = spec.clone();
+            if let Some(fields) = spec.as_object_mut() {
+                fields.retain(|k, _| !LEFT_OUT.contains(&k.as_str()));
+            }
+            (name.clone(), spec)
+        })
+        .collect();
+    if workers.is_empty() {
+        return None;
+    }
+    let text = Value::Object(workers).to_string();
+    Some(crate::dynamo::install::digest(&[text.as_bytes()])[..8].to_string())
 }
 
 /// The graph's Dynamo namespace: the services' common `dynamoNamespace`, else `dynamo-<graph>`.
@@ -200,6 +259,62 @@ pub fn replicas_patch(spec: &Value, services: &[&str], replicas: i64) -> Value {
     json!({ "spec": { "components": components } })
 }
 
+/// A service's workload as 1.x's graph status reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The service's name in the graph.
+    pub service: String,
+    /// The Deployment's name (the component deployment's).
+    pub name: String,
+    /// `spec.replicas`, `status.updatedReplicas`, `readyReplicas`, `availableReplicas`.
+    pub replicas: [i64; 4],
+}
+
+impl Workload {
+    /// The workload of `service`, Deployment `name` (`None` while not yet created: all zero).
+    pub fn of(service: &str, name: &str, deployment: Option<&Deployment>) -> Workload {
+        let spec = deployment.and_then(|d| d.spec.as_ref());
+        let status = deployment
+            .and_then(|d| d.status.clone())
+            .unwrap_or_default();
+        Workload {
+            service: service.to_string(),
+            name: name.to_string(),
+            replicas: [
+                i64::from(spec.and_then(|s| s.replicas).unwrap_or(0)),
+                i64::from(status.updated_replicas.unwrap_or(0)),
+                i64::from(status.ready_replicas.unwrap_or(0)),
+                i64::from(status.available_replicas.unwrap_or(0)),
+            ],
+        }
+    }
+}
+
+/// 1.x's per-service status (`status.services` in v1alpha1, `status.components` in v1beta1, 1.0
+/// and 1.2 on; `dynamographdeployment_types.go`): by service name, its workload kind and name
+/// and replica counts.
+pub fn workloads_status(workloads: &[Workload]) -> Value {
+    let entries: Map<String, Value> = workloads
+        .iter()
+        .map(|w| {
+            let [replicas, updated, ready, available] = w.replicas;
+            (
+                w.service.clone(),
+                json!({
+                    "componentKind": "Deployment",
+                    "componentName": w.name,
+                    "componentNames": [w.name],
+                    "replicas": replicas,
+                    "updatedReplicas": updated,
+                    "readyReplicas": ready,
+                    "availableReplicas": available,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(entries)
+}
+
 /// One DynamoComponentDeployment per service of `graph`, ready to apply.
 pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorError> {
     let name = graph.metadata.name.clone().unwrap_or_default();
@@ -213,14 +328,23 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
     let graph_envs = graph.spec["envs"].as_array().cloned().unwrap_or_default();
     let uid = graph.metadata.uid.clone().unwrap_or_default();
     let release = super::release_of(graph.metadata.annotations.as_ref());
+    let v1 = release.profile().operator_rules == crate::profile::OperatorRules::V1;
+    let hash = worker_hash(services).filter(|_| v1);
     services
         .iter()
         .map(|(service, spec)| {
+            let worker_hash = hash.as_deref().filter(|_| is_worker(spec));
             let mut spec = spec
                 .as_object()
                 .cloned()
                 .ok_or_else(|| invalid(&format!("service {service} is not an object")))?;
-            let labels = json!({ COMPONENT_LABEL: service, NAMESPACE_LABEL: dynamo_ns });
+            let mut labels = json!({ COMPONENT_LABEL: service, NAMESPACE_LABEL: dynamo_ns });
+            if v1 {
+                labels[GRAPH_LABEL] = name.clone().into();
+            }
+            if let Some(hash) = worker_hash {
+                labels[WORKER_HASH_LABEL] = hash.into();
+            }
             let mut envs = spec
                 .get("envs")
                 .and_then(Value::as_array)
@@ -244,7 +368,7 @@ pub fn components(graph: &DynamoGraphDeployment) -> Result<Vec<Value>, OperatorE
                 "apiVersion": "nvidia.com/v1alpha1",
                 "kind": "DynamoComponentDeployment",
                 "metadata": {
-                    "name": component_name(&name, service),
+                    "name": component_name(&name, service, worker_hash),
                     "namespace": namespace,
                     "labels": labels,
                     "annotations": { super::RELEASE_ANNOTATION: release.to_string() },
@@ -380,6 +504,79 @@ mod tests {
         assert_eq!(decode["spec"]["serviceName"], "VllmDecodeWorker");
         assert_eq!(decode["spec"]["dynamoNamespace"], "vllm-v1-disagg-router");
         assert_eq!(decode["spec"]["envFromSecret"], "hf-token-secret");
+    }
+
+    #[test]
+    fn under_1x_workers_are_named_with_one_hash_of_their_specs() {
+        let guide = include_str!("../../../fixtures/guide/disagg-graph.yaml");
+        let mut g = graph(guide);
+        g.metadata.annotations = Some(
+            [(
+                super::super::RELEASE_ANNOTATION.to_string(),
+                "1.6.1".to_string(),
+            )]
+            .into(),
+        );
+        let components = components(&g).unwrap();
+        let services = services_of(&g.spec).unwrap();
+        let hash = worker_hash(&services).unwrap();
+        assert_eq!(hash.len(), 8);
+        assert!(
+            hash.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        let names: Vec<&str> = components
+            .iter()
+            .map(|c| c["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "vllm-v1-disagg-router-frontend".to_string(),
+                format!("vllm-v1-disagg-router-vllmdecodeworker-{hash}"),
+                format!("vllm-v1-disagg-router-vllmprefillworker-{hash}")
+            ]
+        );
+        let labels = |i: usize| components[i]["metadata"]["labels"].clone();
+        assert_eq!(labels(1)[WORKER_HASH_LABEL], hash.as_str());
+        assert_eq!(labels(1)[COMPONENT_LABEL], "VllmDecodeWorker");
+        assert_eq!(labels(0)[GRAPH_LABEL], "vllm-v1-disagg-router");
+        assert!(labels(0).get(WORKER_HASH_LABEL).is_none());
+        assert_eq!(components[1]["spec"]["labels"], labels(1));
+        // A worker's image renames every worker; its replicas or the frontend's spec do not.
+        let mut changed = services.clone();
+        changed["VllmPrefillWorker"]["extraPodSpec"]["mainContainer"]["image"] = "other".into();
+        assert_ne!(worker_hash(&changed).unwrap(), hash);
+        let mut scaled = services.clone();
+        scaled["VllmDecodeWorker"]["replicas"] = 0.into();
+        scaled["Frontend"]["replicas"] = 2.into();
+        assert_eq!(worker_hash(&scaled).unwrap(), hash);
+        let frontend_only: Map<String, Value> = services
+            .into_iter()
+            .filter(|(k, _)| k == "Frontend")
+            .collect();
+        assert_eq!(worker_hash(&frontend_only), None);
+    }
+
+    #[test]
+    fn workloads_are_reported_per_service_with_their_replica_counts() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "g-decode-0a1b2c3d"},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}
+        }))
+        .unwrap();
+        let status = workloads_status(&[
+            Workload::of("Decode", "g-decode-0a1b2c3d", Some(&deployment)),
+            Workload::of("Frontend", "g-frontend", None),
+        ]);
+        assert_eq!(
+            status["Decode"],
+            json!({"componentKind": "Deployment", "componentName": "g-decode-0a1b2c3d",
+                   "componentNames": ["g-decode-0a1b2c3d"], "replicas": 2, "updatedReplicas": 2,
+                   "readyReplicas": 1, "availableReplicas": 1})
+        );
+        assert_eq!(status["Frontend"]["replicas"], 0);
     }
 
     #[test]

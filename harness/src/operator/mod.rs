@@ -159,7 +159,9 @@ async fn reconcile_graph(
         }
     }
     let dcds: Api<DynamoComponentDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let mut readiness = Vec::new();
+    let mut workloads = Vec::new();
     for component in &components {
         apply(&ctx.client, component).await?;
         let name = component["metadata"]["name"].as_str().unwrap_or_default();
@@ -174,11 +176,61 @@ async fn reconcile_graph(
                 && observed(c.status.as_ref()) >= c.metadata.generation
         });
         readiness.push((name.to_string(), available));
+        let service = component["spec"]["serviceName"]
+            .as_str()
+            .unwrap_or_default();
+        let deployment = deployments
+            .get_opt(name)
+            .await
+            .map_err(api_error(format!("read deployment {ns}/{name}")))?;
+        workloads.push(graph::Workload::of(service, name, deployment.as_ref()));
     }
-    let status = graph::status(&readiness, graph.metadata.generation, &now());
+    // 1.x's worker rollout: the renamed workers replace the old once every one is available.
+    if readiness.iter().all(|(_, available)| *available) {
+        prune(&dcds, &graph, &components).await?;
+    }
+    let mut status = graph::status(&readiness, graph.metadata.generation, &now());
+    if release.profile().operator_rules == crate::profile::OperatorRules::V1 {
+        let key = if graph.spec["components"].is_array() {
+            "components"
+        } else {
+            "services"
+        };
+        status[key] = graph::workloads_status(&workloads);
+    }
     let done = status["state"] == "successful";
     write_status(&api, &graph.name_any(), graph.status.as_ref(), status).await?;
     Ok(Action::requeue(recheck(done)))
+}
+
+/// Deletes the component deployments `graph` owns that it no longer names: under 1.x's rules a
+/// changed worker spec renames every worker, and the old ones serve until the new are available
+/// (the caller prunes only then; the real operator also scales the old down step by step).
+async fn prune(
+    dcds: &Api<DynamoComponentDeployment>,
+    graph: &DynamoGraphDeployment,
+    wanted: &[Value],
+) -> Result<(), OperatorError> {
+    let uid = graph.metadata.uid.clone().unwrap_or_default();
+    let owned = dcds
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(api_error("list DynamoComponentDeployments"))?;
+    for dcd in owned.items.iter().filter(|d| {
+        d.metadata.deletion_timestamp.is_none()
+            && d.owner_references().iter().any(|o| o.uid == uid)
+            && !wanted
+                .iter()
+                .any(|w| w["metadata"]["name"].as_str() == Some(&d.name_any()))
+    }) {
+        let name = dcd.name_any();
+        match dcds.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(api_error(format!("delete {name}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A status's `observedGeneration`.

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::k8s::kinds::{DynamoComponentDeployment, DynamoGraphDeployment, conditions};
 use crate::k8s::{K8sError, MANAGED_BY_LABEL, apply, wait};
 use crate::operator::component::SELECTOR_LABEL;
+use crate::operator::graph::COMPONENT_LABEL;
 
 /// The guide's graph, as the guide writes it (DynamoGraphDeployment `v1alpha1`).
 pub const FIXTURE: &str = include_str!("../../../fixtures/guide/disagg-graph.yaml");
@@ -321,23 +322,20 @@ async fn replace(
     }
 }
 
-/// Each service's `(component, replicas)` in a graph's spec of either version (`replicas`
-/// defaults to 1).
+/// Each service's `(service, replicas)` in a graph's spec of either version (`replicas`
+/// defaults to 1). A service's pods and Deployment carry its name in the operator's
+/// `nvidia.com/dynamo-component` label, under every release's rules; their own names do not
+/// tell (1.x adds a hash to a worker's).
 pub fn desired_replicas(spec: &Value) -> Vec<(String, i64)> {
     crate::operator::graph::services_of(spec)
         .unwrap_or_default()
         .iter()
-        .map(|(service, s)| {
-            (
-                crate::operator::graph::component_name(GRAPH, service),
-                s["replicas"].as_i64().unwrap_or(1),
-            )
-        })
+        .map(|(service, s)| (service.clone(), s["replicas"].as_i64().unwrap_or(1)))
         .collect()
 }
 
-/// The components with fewer Ready pods (not terminating) than their spec asks, as
-/// `component: ready/wanted Ready`.
+/// The services with fewer Ready pods (not terminating) than their spec asks, as
+/// `service: ready/wanted Ready`.
 pub fn short_of_replicas<'a>(
     wanted: &[(String, i64)],
     pods: impl Iterator<Item = &'a Pod> + Clone,
@@ -349,7 +347,7 @@ pub fn short_of_replicas<'a>(
                 .clone()
                 .filter(|p| {
                     p.metadata.deletion_timestamp.is_none()
-                        && p.labels().get(SELECTOR_LABEL) == Some(component)
+                        && p.labels().get(COMPONENT_LABEL) == Some(component)
                         && p.status
                             .as_ref()
                             .and_then(|s| s.conditions.as_ref())
@@ -387,28 +385,31 @@ pub fn rollout_unfinished(d: &Deployment, want: i64) -> Option<String> {
     )
 }
 
-/// The components whose Deployment (the one selecting `nvidia.com/selector=<component>`) has not
-/// finished rolling out, by `kubectl rollout status`'s rules: the controller has seen the newest
-/// spec (`observedGeneration`), every replica runs the current template (`updatedReplicas`), no
-/// pod of an old revision is left (`replicas`) and every updated one is available. A graph
-/// reported ready while a rollout is still under way is ai-dynamo/dynamo#3567. Components with
-/// no such Deployment (another operator's workload kind) are not judged here.
+/// The services whose Deployments (those labelled `nvidia.com/dynamo-component=<service>`, not
+/// being deleted) have not finished rolling out, by `kubectl rollout status`'s rules: the
+/// controller has seen the newest spec (`observedGeneration`), every replica runs the current
+/// template (`updatedReplicas`), no pod of an old revision is left (`replicas`) and every updated
+/// one is available. A graph reported ready while a rollout is still under way is
+/// ai-dynamo/dynamo#3567. Services with no such Deployment (another operator's workload kind) are
+/// not judged here.
 pub fn rollouts_unfinished<'a>(
     wanted: &[(String, i64)],
     deployments: impl Iterator<Item = &'a Deployment> + Clone,
 ) -> Vec<String> {
     wanted
         .iter()
-        .filter_map(|(component, want)| {
-            let d = deployments.clone().find(|d| {
-                d.spec
-                    .as_ref()
-                    .and_then(|s| s.selector.match_labels.as_ref())
-                    .and_then(|l| l.get(SELECTOR_LABEL))
-                    == Some(component)
-            })?;
-            let why = rollout_unfinished(d, *want)?;
-            Some(format!("{component}: rolling out: {why}"))
+        .flat_map(|(service, want)| {
+            deployments
+                .clone()
+                .filter(|d| {
+                    d.metadata.deletion_timestamp.is_none()
+                        && d.labels().get(COMPONENT_LABEL) == Some(service)
+                })
+                .filter_map(|d| {
+                    let why = rollout_unfinished(d, *want)?;
+                    Some(format!("{service}: rolling out: {why}"))
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -419,7 +420,7 @@ pub fn rollouts_unfinished<'a>(
 pub fn phase_timings<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<String> {
     let mut newest: std::collections::BTreeMap<String, &Pod> = Default::default();
     for p in pods.filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let Some(component) = p.labels().get(SELECTOR_LABEL) else {
+        let Some(component) = p.labels().get(COMPONENT_LABEL) else {
             continue;
         };
         let created = |p: &Pod| p.metadata.creation_timestamp.clone().map(|t| t.0);
@@ -901,7 +902,7 @@ mod tests {
         let pod = |name: &str, created: &str, ready: Option<&str>| -> Pod {
             serde_json::from_value(serde_json::json!({
                 "metadata": { "name": name, "creationTimestamp": created,
-                              "labels": { SELECTOR_LABEL: "g-decode" } },
+                              "labels": { COMPONENT_LABEL: "Decode" } },
                 "status": {
                     "conditions": [
                         { "type": "PodScheduled", "status": "True", "lastTransitionTime": created },
@@ -923,12 +924,12 @@ mod tests {
         );
         assert_eq!(
             phase_timings([&old, &new].into_iter()),
-            ["g-decode: scheduled 0.0 s, started 2.0 s, Ready 61.5 s after creation"]
+            ["Decode: scheduled 0.0 s, started 2.0 s, Ready 61.5 s after creation"]
         );
         let pending = pod("p", "2026-12-01T06:00:00Z", None);
         assert_eq!(
             phase_timings(std::iter::once(&pending)),
-            ["g-decode: scheduled 0.0 s, started 2.0 s, Ready not yet after creation"]
+            ["Decode: scheduled 0.0 s, started 2.0 s, Ready not yet after creation"]
         );
     }
 
@@ -936,39 +937,40 @@ mod tests {
     fn a_rollout_under_way_is_not_ready_by_kubectl_rollout_status_rules() {
         let deployment = |generation: i64, status: Value| -> Deployment {
             serde_json::from_value(serde_json::json!({
-                "metadata": { "name": "g-decode", "generation": generation },
+                "metadata": { "name": "g-decode-0a1b2c3d", "generation": generation,
+                              "labels": { COMPONENT_LABEL: "Decode" } },
                 "spec": {
                     "replicas": 1,
-                    "selector": { "matchLabels": { SELECTOR_LABEL: "g-decode" } },
+                    "selector": { "matchLabels": { SELECTOR_LABEL: "g-decode-0a1b2c3d" } },
                     "template": {},
                 },
                 "status": status,
             }))
             .unwrap()
         };
-        let wanted = [("g-decode".to_string(), 1)];
+        let wanted = [("Decode".to_string(), 1)];
         let judge = |d: &Deployment| rollouts_unfinished(&wanted, std::iter::once(d));
         let done = serde_json::json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
         assert!(judge(&deployment(2, done.clone())).is_empty());
         assert_eq!(
             judge(&deployment(3, done)),
-            ["g-decode: rolling out: generation 3 not yet observed"]
+            ["Decode: rolling out: generation 3 not yet observed"]
         );
         assert_eq!(
             judge(&deployment(
                 2,
                 serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1})
             )),
-            ["g-decode: rolling out: 1 pods of an old revision left"]
+            ["Decode: rolling out: 1 pods of an old revision left"]
         );
         assert_eq!(
             judge(&deployment(
                 2,
                 serde_json::json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1})
             )),
-            ["g-decode: rolling out: 0 of 1 pods run the current revision"]
+            ["Decode: rolling out: 0 of 1 pods run the current revision"]
         );
-        let other = [("g-frontend".to_string(), 1)];
+        let other = [("Frontend".to_string(), 1)];
         assert!(
             rollouts_unfinished(&other, std::iter::once(&deployment(3, Value::Null))).is_empty(),
             "a component without a Deployment is not judged here"
@@ -1000,7 +1002,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": format!("{component}-x"),
-                "labels": {SELECTOR_LABEL: component},
+                "labels": {COMPONENT_LABEL: component},
                 "deletionTimestamp": terminating.then_some("2026-11-30T00:00:00Z"),
             },
             "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
@@ -1012,10 +1014,10 @@ mod tests {
     fn a_component_short_of_its_replicas_keeps_the_graph_waiting() {
         let mut graph: Value = serde_saphyr::from_str(FIXTURE).unwrap();
         let wanted = desired_replicas(&graph["spec"]);
-        let decode = format!("{GRAPH}-vllmdecodeworker");
+        let decode = "VllmDecodeWorker".to_string();
         assert!(wanted.contains(&(decode.clone(), 1)), "{wanted:?}");
-        let frontend = format!("{GRAPH}-frontend");
-        let prefill = format!("{GRAPH}-vllmprefillworker");
+        let frontend = "Frontend".to_string();
+        let prefill = "VllmPrefillWorker".to_string();
         // A stale "successful" status after the workers come back from a park: only the
         // frontend's pod is there, then an old worker pod still terminating.
         let pods = [pod(&frontend, true, false), pod(&decode, true, true)];

@@ -196,14 +196,12 @@ pub(super) async fn graph_ready(
     }
 }
 
-/// The ready pods of one component deployment.
-async fn component_pods_of(
-    cluster: &Cluster,
-    ns: &str,
-    component: &str,
-) -> Result<Vec<Pod>, String> {
+/// The pods (not being deleted) of one service of the graph, found by the operator's
+/// `nvidia.com/dynamo-component` label, which every release's operator puts on them (their names
+/// differ: 1.x adds a hash to a worker's).
+async fn component_pods_of(cluster: &Cluster, ns: &str, service: &str) -> Result<Vec<Pod>, String> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let selector = format!("{}={component}", crate::operator::component::SELECTOR_LABEL);
+    let selector = format!("{}={service}", crate::operator::graph::COMPONENT_LABEL);
     pods.list(&kube::api::ListParams::default().labels(&selector))
         .await
         .map(|l| {
@@ -212,7 +210,7 @@ async fn component_pods_of(
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect()
         })
-        .map_err(|e| format!("cannot list the pods of {component}: {e}"))
+        .map_err(|e| format!("cannot list the pods of {service}: {e}"))
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -239,8 +237,7 @@ pub(super) async fn component_pods(
     let mut problems = Vec::new();
     let mut images = Vec::new();
     for (service, spec) in &services {
-        let component = crate::operator::graph::component_name(graph::GRAPH, service);
-        let pods = match component_pods_of(cluster, ns, &component).await {
+        let pods = match component_pods_of(cluster, ns, service).await {
             Ok(p) => p,
             Err(e) => {
                 problems.push(e);

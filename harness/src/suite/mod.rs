@@ -242,7 +242,7 @@ fn against_finding(
     };
     let record = format!(
         "recorded finding of Dynamo {}: {} (breaks {})",
-        finding.release,
+        finding.releases.join(", "),
         finding.seen,
         finding
             .rules
@@ -573,7 +573,7 @@ mod tests {
     use crate::findings::Finding;
 
     const N_IGNORED: Finding = Finding {
-        release: "1.6.1",
+        releases: &["1.6.1"],
         case: "guide::api::n_choices",
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice",
