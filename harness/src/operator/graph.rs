@@ -479,14 +479,18 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    fn names_of(components: &[Value]) -> Vec<&str> {
+        components
+            .iter()
+            .map(|c| c["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
     #[test]
     fn the_guides_graph_becomes_three_owned_components() {
         let guide = include_str!("../../../fixtures/guide/disagg-graph.yaml");
         let components = components(&graph(guide)).unwrap();
-        let names: Vec<&str> = components
-            .iter()
-            .map(|c| c["metadata"]["name"].as_str().unwrap())
-            .collect();
+        let names = names_of(&components);
         assert_eq!(
             names,
             [
@@ -525,10 +529,7 @@ mod tests {
             hash.chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         );
-        let names: Vec<&str> = components
-            .iter()
-            .map(|c| c["metadata"]["name"].as_str().unwrap())
-            .collect();
+        let names = names_of(&components);
         assert_eq!(
             names,
             [

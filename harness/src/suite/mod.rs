@@ -242,7 +242,12 @@ fn against_finding(
     };
     let record = format!(
         "recorded finding of Dynamo {}: {} (breaks {})",
-        finding.releases.join(", "),
+        match finding.releases {
+            [first, .., last] if finding.releases.len() > 3 => {
+                format!("{first}, …, {last} ({} releases)", finding.releases.len())
+            }
+            releases => releases.join(", "),
+        },
         finding.seen,
         finding
             .rules
