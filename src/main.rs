@@ -414,7 +414,7 @@ fn matrix(args: MatrixArgs) -> ExitCode {
             .join(", ")
     );
     let failing = (0..result.columns.len()).any(|i| !result.failures_of(i).is_empty());
-    // A release that cannot serve here is reported not run, with why; it is no environment fault.
+    // A skew across planes is reported not run, with why; it is no environment fault.
     let not_started = result
         .columns
         .iter()

@@ -1000,7 +1000,8 @@ fn a_rollout_stuck_behind_a_ready_old_pod_is_not_ready_naming_ready_while_rollin
     set_service_image(&config, "VllmDecodeWorker", &image);
     let selector = "nvidia.com/dynamo-component=VllmDecodeWorker";
     await_waiting(&config, selector, &["ErrImagePull", "ImagePullBackOff"]);
-    // The old pod still serves: the operator (stand-in, by 0.4.1's rule) calls the graph ready.
+    // The old pod still serves. By 0.4.1's rule the Deployment rolls in place and the operator
+    // (stand-in) calls the graph ready; by 1.x's the renamed workers start beside the old.
     let state = kubectl(
         &config,
         &[

@@ -427,7 +427,7 @@ mod tests {
             // The words of `guide::graph::ready`, as the fault tests on the local provider meet them.
             (
                 message(
-                    "DynamoGraphDeployment ns/g says \"successful\" while a rollout is under way: g-decode: rolling out: 1 pods of an old revision left",
+                    "DynamoGraphDeployment ns/g says \"successful\" while a rollout is under way: VllmDecodeWorker: rolling out: 1 pods of an old revision left",
                 ),
                 "ready-while-rolling-out",
             ),

@@ -146,8 +146,8 @@ impl Column {
             judged_by: version.judged_by(),
             took: Duration::ZERO,
             unservable: planes.is_err(),
-            failure: planes.err().map(|e| e.to_string()),
-            simulated: version.asks_the_hub(workers).then(|| {
+            failure: planes.as_ref().err().map(ToString::to_string),
+            simulated: (planes.is_ok() && version.asks_the_hub(workers)).then(|| {
                 format!(
                     "the Hugging Face Hub simulated by {}",
                     crate::dynamo::hub::SERVER

@@ -106,44 +106,57 @@ impl Shared {
         }
     }
 
-    /// The URL of the local Hugging Face Hub ([`crate::dynamo::hub`]), started once, for the pods
-    /// of a release whose frontend asks the Hub (a real cluster's pods reach huggingface.co; this
-    /// machine has no route to it). With `name`, also serving `model` as `name`, waited for.
+    /// The URL of the local Hugging Face Hub ([`crate::dynamo::hub`]), started once (again if
+    /// it exited), for the pods of a release whose frontend asks the Hub (a real cluster's pods
+    /// reach huggingface.co; this machine has no route to it). With `name`, waits until the Hub
+    /// serves `model` as `name` (the worker mirrors it first: [`crate::dynamo::hub::mirror`]).
     async fn hub(&self, model: &ModelDir, name: Option<&str>) -> Result<String, BridgeError> {
-        let mut slot = self.hub.lock().await;
-        let (cache, model_dir) = (self.cache_dir.clone(), model.clone());
-        let names: Vec<String> = name.map(str::to_string).into_iter().collect();
-        let hub = tokio::task::spawn_blocking(move || {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            hub::ensure(&cache, &model_dir, &names)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|detail| BridgeError::Setup {
-            what: "set up the local Hugging Face Hub".into(),
-            detail,
-        })?;
         let dir = self.dir.join("hub");
-        if slot.is_none() {
-            let port = crate::dynamo::deployment::free_port().map_err(|e| BridgeError::Setup {
-                what: "pick a port".into(),
-                detail: e.to_string(),
-            })?;
-            let args = hub.command(&dir, port).map_err(|e| BridgeError::Setup {
-                what: "configure the local Hugging Face Hub".into(),
-                detail: e.to_string(),
-            })?;
-            let child = spawn_service(&hub.program, &args, &dir.join("olah.out"))?;
-            *slot = Some((format!("http://127.0.0.1:{port}"), child));
-        }
-        let url = slot
-            .as_ref()
-            .map(|(url, _)| url.clone())
-            .unwrap_or_default();
+        let url = {
+            let mut slot = self.hub.lock().await;
+            if let Some((_, child)) = slot.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                eprintln!(
+                    "bridge: the local Hugging Face Hub exited ({status}), starting it again; its log: {}",
+                    dir.join("olah.out").display()
+                );
+                *slot = None;
+            }
+            if slot.is_none() {
+                let (cache, model_dir) = (self.cache_dir.clone(), model.clone());
+                let hub = tokio::task::spawn_blocking(move || hub::ensure(&cache, &model_dir, &[]))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|detail| BridgeError::Setup {
+                        what: "set up the local Hugging Face Hub".into(),
+                        detail,
+                    })?;
+                let port =
+                    crate::dynamo::deployment::free_port().map_err(|e| BridgeError::Setup {
+                        what: "pick a port".into(),
+                        detail: e.to_string(),
+                    })?;
+                let args = hub.command(&dir, port).map_err(|e| BridgeError::Setup {
+                    what: "configure the local Hugging Face Hub".into(),
+                    detail: e.to_string(),
+                })?;
+                let child = spawn_service(&hub.program, &args, &dir.join("olah.out"))?;
+                *slot = Some((format!("http://127.0.0.1:{port}"), child));
+            }
+            slot.as_ref()
+                .map(|(url, _)| url.clone())
+                .unwrap_or_default()
+        };
         if let Some(name) = name {
             let ready = hub::model_info_url(&url, name);
-            await_healthy(&ready, "start the local Hugging Face Hub", &dir).await?;
+            await_healthy(
+                &ready,
+                &format!("serve the model as {name} from the local Hugging Face Hub"),
+                &dir,
+            )
+            .await?;
         }
         Ok(url)
     }
@@ -251,7 +264,13 @@ fn spawn_service(
 /// Waits up to [`SERVICE_START`] for `url` to answer 200; on timeout, `what` failed with the
 /// last answer seen and where the logs are (`logs`).
 async fn await_healthy(url: &str, what: &str, logs: &std::path::Path) -> Result<(), BridgeError> {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| BridgeError::Setup {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
     let deadline = tokio::time::Instant::now() + SERVICE_START;
     loop {
         match http.get(url).send().await {

@@ -387,6 +387,25 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod, log: &CriLog) -> Result<Launch
             what: format!("lay the model out as {name} in the Hugging Face cache"),
             detail: e.to_string(),
         })?;
+        // Mirrored whatever the worker's own release: a frontend of another may ask the Hub.
+        let (model_dir, named) = (model.clone(), name.clone());
+        let mirrored =
+            tokio::task::spawn_blocking(move || crate::dynamo::hub::mirror(&model_dir, &named))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        match mirrored {
+            Err(detail) if context.hf_endpoint.is_some() => {
+                return Err(BridgeError::Setup {
+                    what: format!("mirror the model as {name} for the local Hugging Face Hub"),
+                    detail,
+                });
+            }
+            Err(detail) => log.note(&format!(
+                "the model is not mirrored for a local Hugging Face Hub ({detail}); a frontend that asks the Hub will not find {name}"
+            )),
+            Ok(()) => {}
+        }
         if context.hf_endpoint.is_some() {
             shared.hub(&model, Some(&name)).await?;
             log.note(&format!(

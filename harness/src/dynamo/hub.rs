@@ -49,84 +49,102 @@ pub fn ensure(cache_dir: &Path, model: &ModelDir, names: &[&str]) -> Result<Hub,
     )?;
     let hub = Hub {
         program: root.join("bin").join("olah-cli"),
-        mirrors: model.path.with_extension("hub"),
+        mirrors: mirrors_of(model),
     };
+    std::fs::create_dir_all(&hub.mirrors).map_err(|e| DynamoError::io(&hub.mirrors, e))?;
     for name in names {
-        hub.mirror(model, name)?;
+        mirror(model, name)?;
     }
     Ok(hub)
 }
 
-impl Hub {
-    /// Commits `model`'s files as the `main` branch of the mirror of `name`, once: author, dates
-    /// and files fixed, so the revision the Hub reports is the same on every machine.
-    ///
-    /// # Errors
-    /// As [`ensure`].
-    pub fn mirror(&self, model: &ModelDir, name: &str) -> Result<(), DynamoError> {
-        let repo = self.mirrors.join("models").join(name);
-        if repo.join(".git").join("refs/heads/main").exists() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&self.mirrors).map_err(|e| DynamoError::io(&self.mirrors, e))?;
-        let _lock = FileLock::exclusive(&self.mirrors.join(".lock"), SETUP_WAIT)?;
-        if repo.join(".git").join("refs/heads/main").exists() {
-            return Ok(());
-        }
-        let git = crate::debian::ensure(&[GIT], &self.mirrors, "the local Hugging Face Hub")
-            .map_err(|e| DynamoError::Missing {
-                what: "git".into(),
-                hint: e.to_string(),
-            })?
-            .remove(0);
-        let work = self.mirrors.join(".work");
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(|e| DynamoError::io(&work, e))?;
-        let entries =
-            std::fs::read_dir(&model.path).map_err(|e| DynamoError::io(&model.path, e))?;
-        for entry in entries {
-            let from = entry.map_err(|e| DynamoError::io(&model.path, e))?.path();
-            if let Some(file) = from.file_name() {
-                let to = work.join(file);
-                std::fs::copy(&from, &to).map_err(|e| DynamoError::io(&to, e))?;
-            }
-        }
-        let git_in = |args: &[&str]| {
-            let mut command = Command::new(&git);
-            command
-                .current_dir(&work)
-                .args(args)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_CONFIG_NOSYSTEM", "1");
-            for (key, value) in [
-                ("GIT_AUTHOR_NAME", "dynamo-conformance"),
-                ("GIT_AUTHOR_EMAIL", "dynamo-conformance@localhost"),
-                ("GIT_AUTHOR_DATE", "2025-01-01T00:00:00Z"),
-                ("GIT_COMMITTER_NAME", "dynamo-conformance"),
-                ("GIT_COMMITTER_EMAIL", "dynamo-conformance@localhost"),
-                ("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z"),
-            ] {
-                command.env(key, value);
-            }
-            command
-        };
-        let what = format!("commit the model as {name} for the local Hub");
-        run(
-            &mut git_in(&["init", "--quiet", "--initial-branch=main"]),
-            &what,
-        )?;
-        run(&mut git_in(&["add", "--all"]), &what)?;
-        run(
-            &mut git_in(&["commit", "--quiet", "--no-gpg-sign", "-m", name]),
-            &what,
-        )?;
-        if let Some(parent) = repo.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| DynamoError::io(parent, e))?;
-        }
-        std::fs::rename(&work, &repo).map_err(|e| DynamoError::io(&repo, e))?;
-        Ok(())
+/// Commits `model`'s files as the `main` branch of the mirror of `name` (`org/name`) under
+/// [`mirrors_of`], once: author, dates and files fixed, so the revision the Hub reports is the
+/// same on every machine. Needs no Hub: a worker's model is mirrored whatever its own release,
+/// for a frontend of another release that asks (version skew).
+///
+/// # Errors
+/// [`DynamoError::Command`] when `name` is not `org/name` or `name` (a path would leave the
+/// mirrors) or the commit fails; [`DynamoError::Missing`] when git is missing and cannot be
+/// installed.
+pub fn mirror(model: &ModelDir, name: &str) -> Result<(), DynamoError> {
+    let mirrors = mirrors_of(model);
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 2
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\\'))
+    {
+        return Err(DynamoError::Command {
+            what: format!("mirror the model as {name:?} for the local Hub"),
+            detail: "a Hub model name is `org/name` or `name`".into(),
+        });
     }
+    let repo = mirrors.join("models").join(name);
+    if repo.join(".git").join("refs/heads/main").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&mirrors).map_err(|e| DynamoError::io(&mirrors, e))?;
+    let _lock = FileLock::exclusive(&mirrors.join(".lock"), SETUP_WAIT)?;
+    if repo.join(".git").join("refs/heads/main").exists() {
+        return Ok(());
+    }
+    let git = crate::debian::ensure(&[GIT], &mirrors, "the local Hugging Face Hub")
+        .map_err(|e| DynamoError::Missing {
+            what: "git".into(),
+            hint: e.to_string(),
+        })?
+        .remove(0);
+    let work = mirrors.join(".work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| DynamoError::io(&work, e))?;
+    let entries = std::fs::read_dir(&model.path).map_err(|e| DynamoError::io(&model.path, e))?;
+    for entry in entries {
+        let from = entry.map_err(|e| DynamoError::io(&model.path, e))?.path();
+        if let Some(file) = from.file_name() {
+            let to = work.join(file);
+            std::fs::copy(&from, &to).map_err(|e| DynamoError::io(&to, e))?;
+        }
+    }
+    let git_in = |args: &[&str]| {
+        let mut command = Command::new(&git);
+        command
+            .current_dir(&work)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        for (key, value) in [
+            ("GIT_AUTHOR_NAME", "dynamo-conformance"),
+            ("GIT_AUTHOR_EMAIL", "dynamo-conformance@localhost"),
+            ("GIT_AUTHOR_DATE", "2025-01-01T00:00:00Z"),
+            ("GIT_COMMITTER_NAME", "dynamo-conformance"),
+            ("GIT_COMMITTER_EMAIL", "dynamo-conformance@localhost"),
+            ("GIT_COMMITTER_DATE", "2025-01-01T00:00:00Z"),
+        ] {
+            command.env(key, value);
+        }
+        command
+    };
+    let what = format!("commit the model as {name} for the local Hub");
+    run(
+        &mut git_in(&["init", "--quiet", "--initial-branch=main"]),
+        &what,
+    )?;
+    run(&mut git_in(&["add", "--all"]), &what)?;
+    run(
+        &mut git_in(&["commit", "--quiet", "--no-gpg-sign", "-m", name]),
+        &what,
+    )?;
+    if let Some(parent) = repo.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| DynamoError::io(parent, e))?;
+    }
+    // A repository left without its branch (an earlier commit cut short) is made again.
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::rename(&work, &repo).map_err(|e| DynamoError::io(&repo, e))?;
+    Ok(())
+}
 
+impl Hub {
     /// olah's command line serving [`Hub::mirrors`] offline on `127.0.0.1:port`, its
     /// configuration, cache and logs under `dir` (written now).
     ///
@@ -159,6 +177,11 @@ impl Hub {
             dir.join("logs").display().to_string(),
         ])
     }
+}
+
+/// The directory whose `models/<org>/<name>` git repositories mirror `model` for the Hub.
+pub fn mirrors_of(model: &ModelDir) -> PathBuf {
+    model.path.with_extension("hub")
 }
 
 /// The Hub API URL that answers 200 once the Hub at `url` serves `name`: the model info a

@@ -366,6 +366,11 @@ pub fn cluster_artifacts(
     exe: &Path,
     release: DynamoVersion,
 ) -> Result<ClusterArtifacts, ImageError> {
+    if release.release().asks_the_hub {
+        return Err(ImageError::AsksTheHub {
+            release: release.to_string(),
+        });
+    }
     let go = [
         &programs::PROVISIONER,
         &programs::NATS_SERVER,

@@ -32,6 +32,15 @@ pub enum ImageError {
     /// The engine refused a call.
     #[error(transparent)]
     Docker(#[from] DockerError),
+    /// The release's frontend asks the Hugging Face Hub's API, and the simulated path's pods
+    /// have no Hub ([`crate::release::Release::asks_the_hub`]).
+    #[error(
+        "Dynamo {release}'s frontend asks the Hugging Face Hub's API for every model (seen here with 0.8.1 and 0.9.1) and the kind provider's simulated images have no Hub to ask; run it with --provider local or `dynamo up`, which simulate one"
+    )]
+    AsksTheHub {
+        /// The release.
+        release: String,
+    },
     /// A build step failed.
     #[error("image {reference}: {step} failed: {detail}")]
     Build {

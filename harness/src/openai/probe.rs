@@ -204,7 +204,7 @@ impl ApiProbe {
         withheld: &[Withheld],
         why: &str,
     ) -> Observation {
-        let unsent = || Captured::Http(Answer::Unanswered(format!("not sent: {why}")));
+        let unsent = || Captured::Http(Answer::Unanswered(format!("{NOT_SENT}{why}")));
         let mut exchanges = Vec::new();
         for expectation in self.requests(model) {
             let captured = match &expectation {
@@ -262,6 +262,9 @@ impl ApiProbe {
         }
     }
 }
+
+/// How a withheld request's missing answer begins ([`ApiProbe::observe_withholding`]).
+const NOT_SENT: &str = "not sent: ";
 
 /// A request a probe can be told not to send, because it breaks a release's graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,14 +441,6 @@ impl Expectation {
         match self {
             Expectation::FrontendHealth => (Rule::HealthStatus, "GET /health".into()),
             Expectation::Models => (Rule::ModelsStatus, "GET /v1/models".into()),
-            Expectation::Generation(r) if r.max_tokens.is_none() => (
-                Rule::MaxTokensOptional,
-                format!(
-                    "POST {}{}",
-                    r.kind.path(),
-                    if r.stream { " (stream)" } else { "" }
-                ),
-            ),
             Expectation::Generation(r) if r.stream => (
                 Rule::StreamStatus,
                 format!("POST {} (stream)", r.kind.path()),
@@ -514,7 +509,14 @@ pub fn judge_exchanges(exchanges: &[Exchange], model: &str, profile: &Profile) -
                 Captured::Http(Answer::Unanswered(reason))
                 | Captured::Stream(Answer::Unanswered(reason)),
             ) => {
-                let (rule, subject) = expectation.first_rule();
+                let (mut rule, subject) = expectation.first_rule();
+                // A withheld unbounded request is charged to the rule it tests; one that went
+                // unanswered (a dead frontend) keeps its status rule.
+                if reason.starts_with(NOT_SENT)
+                    && matches!(expectation, Expectation::Generation(r) if r.max_tokens.is_none())
+                {
+                    rule = Rule::MaxTokensOptional;
+                }
                 checks.fail(rule, &subject, "an HTTP answer", format!("none: {reason}"));
             }
             (Expectation::FrontendHealth, Captured::Http(Answer::Answered(c))) => {

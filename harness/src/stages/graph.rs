@@ -334,6 +334,16 @@ pub fn desired_replicas(spec: &Value) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Whether an object's labels place it in `service` of the guide's graph: the operator's
+/// `nvidia.com/dynamo-component`, and under 1.x's rules `nvidia.com/dynamo-graph-deployment-name`
+/// (0.x's operator names no graph on its objects).
+pub fn of_service(labels: &std::collections::BTreeMap<String, String>, service: &str) -> bool {
+    labels.get(COMPONENT_LABEL).map(String::as_str) == Some(service)
+        && labels
+            .get(crate::operator::graph::GRAPH_LABEL)
+            .is_none_or(|g| g == GRAPH)
+}
+
 /// The services with fewer Ready pods (not terminating) than their spec asks, as
 /// `service: ready/wanted Ready`.
 pub fn short_of_replicas<'a>(
@@ -347,7 +357,7 @@ pub fn short_of_replicas<'a>(
                 .clone()
                 .filter(|p| {
                     p.metadata.deletion_timestamp.is_none()
-                        && p.labels().get(COMPONENT_LABEL) == Some(component)
+                        && of_service(p.labels(), component)
                         && p.status
                             .as_ref()
                             .and_then(|s| s.conditions.as_ref())
@@ -402,8 +412,7 @@ pub fn rollouts_unfinished<'a>(
             deployments
                 .clone()
                 .filter(|d| {
-                    d.metadata.deletion_timestamp.is_none()
-                        && d.labels().get(COMPONENT_LABEL) == Some(service)
+                    d.metadata.deletion_timestamp.is_none() && of_service(d.labels(), service)
                 })
                 .filter_map(|d| {
                     let why = rollout_unfinished(d, *want)?;
@@ -423,6 +432,9 @@ pub fn phase_timings<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<String> {
         let Some(component) = p.labels().get(COMPONENT_LABEL) else {
             continue;
         };
+        if !of_service(p.labels(), component) {
+            continue;
+        }
         let created = |p: &Pod| p.metadata.creation_timestamp.clone().map(|t| t.0);
         if newest
             .get(component)
@@ -1008,6 +1020,34 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_service_is_its_component_label_in_this_graph() {
+        let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let graph_label = crate::operator::graph::GRAPH_LABEL;
+        assert!(of_service(
+            &labels(&[(COMPONENT_LABEL, "Frontend")]),
+            "Frontend"
+        ));
+        assert!(of_service(
+            &labels(&[(COMPONENT_LABEL, "Frontend"), (graph_label, GRAPH)]),
+            "Frontend"
+        ));
+        assert!(!of_service(
+            &labels(&[(COMPONENT_LABEL, "Frontend"), (graph_label, "another")]),
+            "Frontend"
+        ));
+        assert!(!of_service(
+            &labels(&[(COMPONENT_LABEL, "Frontend")]),
+            "Decode"
+        ));
+        assert!(!of_service(&labels(&[]), "Frontend"));
     }
 
     #[test]

@@ -207,7 +207,10 @@ async fn component_pods_of(cluster: &Cluster, ns: &str, service: &str) -> Result
         .map(|l| {
             l.items
                 .into_iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && graph::of_service(kube::ResourceExt::labels(p), service)
+                })
                 .collect()
         })
         .map_err(|e| format!("cannot list the pods of {service}: {e}"))
