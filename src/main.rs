@@ -189,6 +189,22 @@ struct ConfigArgs {
     /// The version of the guide's Helm charts (default: the Dynamo version, 0.4.1).
     #[arg(long, value_name = "VERSION")]
     chart_version: Option<String>,
+    /// A Helm 3.8+ binary to install the charts with (default: the suite builds Helm v3.19.0
+    /// from the Go module proxy once per machine; no `helm` on the PATH is needed).
+    #[arg(long, value_name = "PATH")]
+    helm: Option<PathBuf>,
+    /// The dynamo-crds chart instead of NGC's URL: a .tgz, a chart directory, or an oci://
+    /// reference (air-gapped clusters).
+    #[arg(long, value_name = "CHART")]
+    crds_chart: Option<String>,
+    /// The dynamo-platform chart instead of NGC's URL: a .tgz, a chart directory, or an oci://
+    /// reference (air-gapped clusters).
+    #[arg(long, value_name = "CHART")]
+    platform_chart: Option<String>,
+    /// A directory holding both charts as `helm pull` names them (dynamo-crds-<version>.tgz,
+    /// dynamo-platform-<version>.tgz) or as chart directories (dynamo-crds/, dynamo-platform/).
+    #[arg(long, value_name = "DIR")]
+    charts_dir: Option<PathBuf>,
     /// Provider kind: the host's GPUs (`real`), simulated ones (`simulated`), or `auto`.
     #[arg(long, value_name = "MODE")]
     gpus: Option<String>,
@@ -215,6 +231,10 @@ impl ConfigArgs {
             hf_token_file: self.hf_token_file.clone(),
             provisioner_manifest: self.provisioner_manifest.clone(),
             chart_version: self.chart_version.clone(),
+            helm: self.helm.clone(),
+            crds_chart: self.crds_chart.clone(),
+            platform_chart: self.platform_chart.clone(),
+            charts_dir: self.charts_dir.clone(),
             gpus: self.gpus.clone(),
             gpu_operator_version: self.gpu_operator_version.clone(),
             apply: self.check_only.then_some(false),
@@ -617,6 +637,17 @@ fn run(args: RunArgs) -> ExitCode {
             return fail(exit::BAD_INPUT, e);
         }
     }
+    if !args.list {
+        // A Helm or a chart the user named that cannot serve is bad input: one line, before any case.
+        if let Some(helm) = &config.helm
+            && let Err(e) = harness::helm::check(helm)
+        {
+            return fail(exit::BAD_INPUT, e);
+        }
+        if let Err(e) = harness::stages::chart::check(&config, false) {
+            return fail(exit::BAD_INPUT, e);
+        }
+    }
     for version in [Some(config.dynamo_version), config.workers_version]
         .into_iter()
         .flatten()
@@ -704,8 +735,8 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(line) = suite::run_evidence(
         &config,
         &format!(
-            "the run ended: {} passed, {} failed, {} skipped, {} known failures",
-            tally.passed, tally.failed, tally.skipped, tally.known
+            "the run ended: {} passed, {} failed, {} blocked, {} skipped, {} known failures",
+            tally.passed, tally.failed, tally.blocked, tally.skipped, tally.known
         ),
     ) {
         println!("{line}");
@@ -716,7 +747,13 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(path) => println!("report: {}", path.display()),
         Err(e) => eprintln!("warning: could not write the report: {e}"),
     }
-    let failed = conclusion.has_failed() || (fail_on_known && report::tally(&results).known > 0);
+    match report::write_junit(&config, &results) {
+        Ok(path) => println!("junit: {}", path.display()),
+        Err(e) => eprintln!("warning: could not write the JUnit report: {e}"),
+    }
+    let failed = conclusion.has_failed()
+        || tally.failed + tally.blocked > 0
+        || (fail_on_known && tally.known > 0);
     if keep == Keep::Never || (keep == Keep::OnFailure && !failed) {
         let cleaned = harness::cleanup::plan_own(&config)
             .map_err(|e| e.to_string())

@@ -432,6 +432,39 @@ fn an_invalid_config_file_is_one_line() {
 }
 
 #[test]
+fn a_named_helm_that_cannot_serve_is_one_line_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("helm");
+    let output = conformance(&["run", "--helm", missing.to_str().unwrap()]);
+    assert_one_line_error(&output, 2, "cannot run the Helm named by --helm");
+    // Helm 2 answers `version` too, but cannot install the guide's charts.
+    let old = dir.path().join("helm2");
+    std::fs::write(&old, "#!/bin/sh\necho v2.17.0\n").unwrap();
+    let mut mode = std::fs::metadata(&old).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&old, mode).unwrap();
+    let output = conformance(&["run", "--helm", old.to_str().unwrap()]);
+    assert_one_line_error(&output, 2, "is v2.17.0; the suite needs Helm 3.8 or newer");
+}
+
+#[test]
+fn a_named_chart_that_is_not_there_is_one_line_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("dynamo-crds-0.4.1.tgz");
+    let output = conformance(&["run", "--crds-chart", missing.to_str().unwrap()]);
+    assert_one_line_error(&output, 2, "--crds-chart");
+    assert_one_line_error(&output, 2, "no such file or directory");
+    // A charts directory holding another version names what it holds.
+    std::fs::write(dir.path().join("dynamo-crds-0.4.0.tgz"), "").unwrap();
+    let output = conformance(&["run", "--charts-dir", dir.path().to_str().unwrap()]);
+    assert_one_line_error(
+        &output,
+        2,
+        "holds no dynamo-crds chart for version 0.4.1 (looked for dynamo-crds-0.4.1.tgz and dynamo-crds/Chart.yaml); it holds dynamo-crds-0.4.0.tgz",
+    );
+}
+
+#[test]
 fn the_case_list_is_static_and_ordered() {
     let output = conformance(&["run", "--list", "--dynamo-version", "1.6.1"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

@@ -314,6 +314,80 @@ fn a_second_default_storage_class_is_diagnosed_by_name_with_a_bundle_free_of_the
 }
 
 #[test]
+fn a_chart_that_cannot_install_fails_once_and_blocks_every_case_that_needs_it() {
+    let reports = tempfile::tempdir().expect("a report directory");
+    let broken = reports.path().join("dynamo-crds-0.4.1.tgz");
+    std::fs::write(&broken, "not a chart archive").expect("the file is written");
+    let out = Command::new(BIN)
+        .args(["run", "--crds-chart"])
+        .arg(&broken)
+        .arg("--report-dir")
+        .arg(reports.path())
+        .stderr(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    let output = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    let table: Vec<&str> = output
+        .lines()
+        .skip_while(|l| !l.starts_with("PASS  guide::gpus::advertised"))
+        .collect();
+    let fails: Vec<&&str> = table.iter().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(fails.len(), 1, "one FAIL, the stage's own case:\n{output}");
+    assert!(
+        fails[0].starts_with("FAIL  guide::crds::established") && fails[0].contains("helm"),
+        "{output}"
+    );
+    let blocked: Vec<&&str> = table.iter().filter(|l| l.starts_with("BLOCKED ")).collect();
+    for case in [
+        "guide::platform::operator_available",
+        "guide::graph::ready",
+        "guide::api::completion_stream",
+        "guide::workers::decode_health",
+    ] {
+        assert!(
+            blocked.iter().any(|l| l.contains(case)
+                && l.ends_with("blocked by guide::crds::established (stage crds failed)")),
+            "{case} should be blocked by the crds case:\n{output}"
+        );
+    }
+    for case in [
+        "guide::storage::provisioner_available",
+        "guide::secret::hf_token_secret",
+    ] {
+        assert!(
+            table
+                .iter()
+                .any(|l| l.starts_with(&format!("PASS  {case}"))),
+            "{case} does not need the CRDs and should pass:\n{output}"
+        );
+    }
+    let summary = table
+        .iter()
+        .find(|l| l.starts_with("conformance: "))
+        .expect("the summary line");
+    assert!(
+        summary.contains(&format!(" 1 failed, {} blocked, ", blocked.len())),
+        "{summary}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.path().join("report.json")).expect("the report"),
+    )
+    .expect("JSON");
+    assert_eq!(report["failed"], 1);
+    assert_eq!(report["blocked"], blocked.len());
+    let junit = std::fs::read_to_string(reports.path().join("junit.xml")).expect("JUnit");
+    assert_eq!(
+        junit
+            .matches("<skipped message=\"blocked by guide::crds::established (stage crds failed)\"")
+            .count(),
+        blocked.len(),
+        "{junit}"
+    );
+    assert_eq!(junit.matches("<failure ").count(), 1, "{junit}");
+}
+
+#[test]
 fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() {
     let config = config();
     // The graph is the environment's between runs: removed here, the killed run creates it anew.

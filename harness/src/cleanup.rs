@@ -391,7 +391,8 @@ fn plan_left(done: &mut Done, e: &Entry, why: &str) {
 }
 
 /// The configured provider's cluster as it stands, brought up by nothing: `None` when there is
-/// no local or kind cluster. Helm is the one the suite built, else `helm` on the PATH.
+/// no local or kind cluster. Helm is the one named by `--helm`, else the suite's build, else
+/// `helm` on the PATH.
 ///
 /// # Errors
 /// [`CleanupError::Cluster`] when the cluster cannot be reached.
@@ -417,7 +418,10 @@ pub async fn reach(config: &Config) -> Result<Option<(Client, Helm)>, CleanupErr
     let (client, _) = crate::cluster::existing::connect(&kubeconfig, context.as_deref())
         .await
         .map_err(|e| CleanupError::Cluster(e.to_string()))?;
-    let binary = crate::cluster::local::built_helm(&config.cache_dir)
+    let binary = config
+        .helm
+        .clone()
+        .or_else(|| crate::helm::built(&config.cache_dir))
         .unwrap_or_else(|| PathBuf::from("helm"));
     Ok(Some((
         client,

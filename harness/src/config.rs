@@ -136,6 +136,14 @@ pub struct ConfigLayer {
     pub provisioner_manifest: Option<PathBuf>,
     /// The version of the NGC charts (default: the Dynamo version).
     pub chart_version: Option<String>,
+    /// A Helm 3 binary to install the charts with (default: the suite builds its own).
+    pub helm: Option<PathBuf>,
+    /// The `dynamo-crds` chart: a `.tgz`, a chart directory or an `oci://` reference.
+    pub crds_chart: Option<String>,
+    /// The `dynamo-platform` chart: a `.tgz`, a chart directory or an `oci://` reference.
+    pub platform_chart: Option<String>,
+    /// A directory holding both charts as `helm pull` names them (`dynamo-crds-<version>.tgz`).
+    pub charts_dir: Option<PathBuf>,
     /// Provider `kind`: `auto`, `real` or `simulated` GPUs.
     pub gpus: Option<String>,
     /// Provider `kind`, real GPUs: the NVIDIA GPU operator chart version.
@@ -181,6 +189,10 @@ impl ConfigLayer {
             hf_token_file: lookup("HF_TOKEN_FILE").map(PathBuf::from),
             provisioner_manifest: lookup("PROVISIONER_MANIFEST").map(PathBuf::from),
             chart_version: lookup("CHART_VERSION"),
+            helm: lookup("HELM").map(PathBuf::from),
+            crds_chart: lookup("CRDS_CHART"),
+            platform_chart: lookup("PLATFORM_CHART"),
+            charts_dir: lookup("CHARTS_DIR").map(PathBuf::from),
             gpus: lookup("GPUS"),
             gpu_operator_version: lookup("GPU_OPERATOR_VERSION"),
             apply: lookup("APPLY")
@@ -238,6 +250,10 @@ impl ConfigLayer {
             hf_token_file: self.hf_token_file.or(lower.hf_token_file),
             provisioner_manifest: self.provisioner_manifest.or(lower.provisioner_manifest),
             chart_version: self.chart_version.or(lower.chart_version),
+            helm: self.helm.or(lower.helm),
+            crds_chart: self.crds_chart.or(lower.crds_chart),
+            platform_chart: self.platform_chart.or(lower.platform_chart),
+            charts_dir: self.charts_dir.or(lower.charts_dir),
             gpus: self.gpus.or(lower.gpus),
             gpu_operator_version: self.gpu_operator_version.or(lower.gpu_operator_version),
             apply: self.apply.or(lower.apply),
@@ -276,6 +292,14 @@ pub struct Config {
     pub provisioner_manifest: Option<PathBuf>,
     /// The NGC chart version, if not the Dynamo version.
     pub chart_version: Option<String>,
+    /// A Helm binary the user named, if any ([`crate::helm::resolve`]).
+    pub helm: Option<PathBuf>,
+    /// The `dynamo-crds` chart, if given ([`crate::stages::chart`]).
+    pub crds_chart: Option<String>,
+    /// The `dynamo-platform` chart, if given.
+    pub platform_chart: Option<String>,
+    /// A directory holding both charts, if given.
+    pub charts_dir: Option<PathBuf>,
     /// Provider `kind`: real or simulated GPUs.
     pub gpus: GpuMode,
     /// Provider `kind`, real GPUs: the NVIDIA GPU operator chart version.
@@ -377,6 +401,10 @@ impl Config {
             hf_token_file: layer.hf_token_file,
             provisioner_manifest: layer.provisioner_manifest,
             chart_version: layer.chart_version,
+            helm: layer.helm,
+            crds_chart: layer.crds_chart,
+            platform_chart: layer.platform_chart,
+            charts_dir: layer.charts_dir,
             gpus: layer.gpus.as_deref().unwrap_or("auto").parse()?,
             gpu_operator_version: layer
                 .gpu_operator_version

@@ -362,7 +362,9 @@ async fn dynamic_list(client: &Client, ns: &str, kind: &str, plural: &str) -> Ve
 }
 
 async fn helm_text(cluster: &crate::cluster::Cluster, args: &[&str]) -> String {
-    let mut command = crate::stages::helm::command(cluster);
+    let Some(mut command) = crate::stages::helm::command(cluster) else {
+        return "no Helm: the run applied nothing, and no Helm was built or named\n".into();
+    };
     command.args(args);
     match command.output().await {
         Ok(out) => format!(
@@ -370,7 +372,7 @@ async fn helm_text(cluster: &crate::cluster::Cluster, args: &[&str]) -> String {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(e) => format!("cannot run {}: {e}\n", cluster.helm.display()),
+        Err(e) => format!("cannot run {:?}: {e}\n", command.as_std().get_program()),
     }
 }
 

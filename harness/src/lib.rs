@@ -20,6 +20,7 @@ pub mod evidence;
 pub mod fault_server;
 pub mod findings;
 pub mod gobuild;
+pub mod helm;
 pub mod images;
 pub mod k8s;
 pub mod ledger;

@@ -88,6 +88,8 @@ pub enum Mark {
     Skip,
     /// The case broke exactly what its release's recorded finding names.
     Known,
+    /// The case did not run: what it needs failed in another case (the observation names it).
+    Blocked,
     /// A fact of the release table about the release (its observation is the value), shown so
     /// that a change between releases is located where it happened.
     Fact,
@@ -100,6 +102,7 @@ impl Mark {
             Mark::Fail => "FAIL",
             Mark::Skip => "SKIP",
             Mark::Known => "KNOWN",
+            Mark::Blocked => "BLOCKED",
             Mark::Fact => "FACT",
         }
     }
@@ -276,7 +279,9 @@ impl Matrix {
             .iter()
             .filter(|(id, cells)| {
                 !id.starts_with("openai ")
-                    && cells[column].as_ref().is_some_and(|c| c.mark == Mark::Fail)
+                    && cells[column]
+                        .as_ref()
+                        .is_some_and(|c| matches!(c.mark, Mark::Fail | Mark::Blocked))
             })
             .map(|(id, _)| id.as_str())
             .collect()
@@ -390,7 +395,7 @@ impl Matrix {
         let mut out = String::from(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Dynamo release matrix</title>\n<style>\
              body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}\
-             td,th{border:1px solid #ccc;padding:2px 8px}td.PASS{background:#dfd}td.FAIL{background:#fdd}\
+             td,th{border:1px solid #ccc;padding:2px 8px}td.PASS{background:#dfd}td.FAIL{background:#fdd}td.BLOCKED{background:#fed}\
              td.SKIP,td.KNOWN{background:#ffd}code{font-size:13px}</style></head><body>\n",
         );
         let _ = writeln!(
@@ -596,6 +601,7 @@ pub fn graph_cells(report: &Value) -> Vec<(String, Cell)> {
                 Some("passed") => Mark::Pass,
                 Some("skipped") => Mark::Skip,
                 Some("known_failure") => Mark::Known,
+                Some("blocked") => Mark::Blocked,
                 _ => Mark::Fail,
             };
             (
@@ -848,7 +854,9 @@ pub fn run(
         };
         let failed = cells
             .iter()
-            .filter(|(id, c)| c.mark == Mark::Fail && !id.starts_with("openai "))
+            .filter(|(id, c)| {
+                matches!(c.mark, Mark::Fail | Mark::Blocked) && !id.starts_with("openai ")
+            })
             .count();
         eprintln!(
             "matrix: column {}/{total} Dynamo {label}: {} in {:.0} s",
@@ -1311,11 +1319,21 @@ mod tests {
             {"name": "guide::b", "outcome": "known_failure", "detail": "recorded"},
             {"name": "guide::c", "outcome": "skipped", "detail": "why"},
             {"name": "guide::d", "outcome": "failed", "detail": "what"},
+            {"name": "guide::e", "outcome": "blocked", "detail": "blocked by guide::d"},
         ]});
         let marks: Vec<Mark> = graph_cells(&report)
             .into_iter()
             .map(|(_, c)| c.mark)
             .collect();
-        assert_eq!(marks, [Mark::Pass, Mark::Known, Mark::Skip, Mark::Fail]);
+        assert_eq!(
+            marks,
+            [
+                Mark::Pass,
+                Mark::Known,
+                Mark::Skip,
+                Mark::Fail,
+                Mark::Blocked
+            ]
+        );
     }
 }

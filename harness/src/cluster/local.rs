@@ -33,11 +33,6 @@ const ETCD_TOOLS: &str = include_str!("../../../fixtures/local/k8s/etcd/tools.go
 const KWOK_GO_MOD: &str = include_str!("../../../fixtures/local/k8s/kwok/go.mod");
 const KWOK_GO_SUM: &str = include_str!("../../../fixtures/local/k8s/kwok/go.sum");
 const KWOK_TOOLS: &str = include_str!("../../../fixtures/local/k8s/kwok/tools.go");
-const HELM_GO_MOD: &str = include_str!("../../../fixtures/local/k8s/helm/go.mod");
-const HELM_GO_SUM: &str = include_str!("../../../fixtures/local/k8s/helm/go.sum");
-const HELM_TOOLS: &str = include_str!("../../../fixtures/local/k8s/helm/tools.go");
-/// The Helm release the stages install the guide's charts with.
-pub const HELM_VERSION: &str = "v3.19.0";
 const KWOKCTL_CONFIG: &str = include_str!("../../../fixtures/local/k8s/kwokctl.yaml");
 
 /// The address the API server publishes in the `kubernetes` Service's endpoints; nothing listens there.
@@ -118,8 +113,6 @@ pub struct Binaries {
     pub kwok: PathBuf,
     /// kwokctl, which runs the cluster.
     pub kwokctl: PathBuf,
-    /// Helm, for the guide's chart steps.
-    pub helm: PathBuf,
     /// kubectl of the same release (kwokctl needs one; the suite may use it too).
     pub kubectl: PathBuf,
 }
@@ -133,7 +126,6 @@ impl Binaries {
             etcd: bin.join("etcd"),
             kwok: bin.join("kwok"),
             kwokctl: bin.join("kwokctl"),
-            helm: bin.join("helm"),
             kubectl: bin.join("kubectl"),
         }
     }
@@ -143,7 +135,7 @@ impl Binaries {
         self.kwokctl.parent().unwrap_or(Path::new("."))
     }
 
-    fn all(&self) -> [&Path; 8] {
+    fn all(&self) -> [&Path; 7] {
         [
             &self.kube_apiserver,
             &self.kube_controller_manager,
@@ -151,7 +143,6 @@ impl Binaries {
             &self.etcd,
             &self.kwok,
             &self.kwokctl,
-            &self.helm,
             &self.kubectl,
         ]
     }
@@ -203,9 +194,6 @@ pub fn version_key() -> String {
         KWOK_GO_MOD,
         KWOK_GO_SUM,
         KWOK_TOOLS,
-        HELM_GO_MOD,
-        HELM_GO_SUM,
-        HELM_TOOLS,
     ];
     let ldflags = [kubernetes_ldflags(), etcd_ldflags()];
     let parts: Vec<&[u8]> = sources
@@ -286,13 +274,6 @@ pub fn build(cache_dir: &Path) -> Result<Binaries, LocalError> {
             ldflags: "-s -w".into(),
             output: format!("{}/", bin.display()),
             packages: &["sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"],
-        },
-        GoModule {
-            name: "helm",
-            files: [HELM_GO_MOD, HELM_GO_SUM, HELM_TOOLS],
-            ldflags: format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
-            output: bin.join("helm").display().to_string(),
-            packages: &["helm.sh/helm/v3/cmd/helm"],
         },
     ];
     for module in steps {
@@ -693,13 +674,6 @@ fn any_bin(cache_dir: &Path) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path().join("bin"))
         .find(|bin| bin.join(".built").exists())
-}
-
-/// The Helm this machine built for the suite, if it did.
-pub fn built_helm(cache_dir: &Path) -> Option<PathBuf> {
-    any_bin(cache_dir)
-        .map(|bin| bin.join("helm"))
-        .filter(|p| p.is_file())
 }
 
 /// The running cluster, if any, without creating one.

@@ -64,8 +64,9 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// The kubeconfig context, if one was named.
     pub context: Option<String>,
-    /// The helm binary to run the guide's chart steps with.
-    pub helm: PathBuf,
+    /// The Helm the guide's chart steps run with ([`crate::helm::resolve`]); `None` when the run
+    /// applies nothing and none is built or named.
+    pub helm: Option<crate::helm::Helm>,
     /// The images the suite built and loaded into the nodes (kind provider, simulated path).
     pub images: Vec<crate::images::Built>,
 }
@@ -106,7 +107,7 @@ impl Cluster {
         };
         let stand_ins = match self.provider {
             ProviderKind::Local => {
-                "; stand-ins: the provisioner manifest and the dynamo-crds and dynamo-platform charts are the project's own (GitHub and NGC are unreachable here), installed with a real Helm built from the Go module proxy"
+                "; stand-ins: the provisioner manifest and the dynamo-crds and dynamo-platform charts are the project's own (GitHub and NGC are unreachable here)"
             }
             ProviderKind::Kind if self.simulation.gpus.is_some() => {
                 "; stand-ins: the Dynamo operator (the suite's, run in the operator pod), the provisioner manifest and the dynamo-crds and dynamo-platform charts (the project's own; GitHub and NGC are unreachable here), kindnetd (the suite's node network daemon)"
@@ -122,8 +123,13 @@ impl Cluster {
             }
             _ => "",
         };
+        let helm = self
+            .helm
+            .as_ref()
+            .map(|h| format!("; charts installed with {}", h.describe()))
+            .unwrap_or_default();
         format!(
-            "real: {real}; simulated: {}{stand_ins}{never_run}",
+            "real: {real}; simulated: {}{stand_ins}{never_run}{helm}",
             self.simulation.describe()
         )
     }
@@ -160,6 +166,9 @@ pub enum ClusterError {
     /// The kind cluster could not be brought up.
     #[error(transparent)]
     Kind(#[from] kind::KindError),
+    /// Helm could not be found or built.
+    #[error(transparent)]
+    Helm(#[from] crate::helm::HelmError),
 }
 
 /// Connects to the configured provider's cluster, bringing the local one (and its agent, run
@@ -169,6 +178,19 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
         ProviderKind::Existing => {
             let path = existing::kubeconfig_path(config);
             let (client, version) = existing::connect(&path, config.context.as_deref()).await?;
+            let (named, cache, apply) =
+                (config.helm.clone(), config.cache_dir.clone(), config.apply);
+            // A run that applies nothing needs no Helm: one already built or named serves evidence.
+            let helm = tokio::task::spawn_blocking(move || match (apply, named) {
+                (false, None) => Ok(crate::helm::built(&cache).map(|path| crate::helm::Helm {
+                    path,
+                    version: crate::helm::VERSION.into(),
+                    origin: crate::helm::Origin::Built,
+                })),
+                (_, named) => crate::helm::resolve(named.as_deref(), &cache).map(Some),
+            })
+            .await
+            .expect("resolving Helm does not panic")?;
             Ok(Cluster {
                 client,
                 provider: ProviderKind::Existing,
@@ -180,18 +202,19 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 },
                 kubeconfig: path,
                 context: config.context.clone(),
-                helm: PathBuf::from("helm"),
+                helm,
                 images: Vec::new(),
             })
         }
         ProviderKind::Local => {
             let cache = config.cache_dir.clone();
             let exe = exe.to_path_buf();
-            let (cluster, binaries) = tokio::task::spawn_blocking(move || {
+            let named = config.helm.clone();
+            let (cluster, helm) = tokio::task::spawn_blocking(move || {
                 let cluster = local::up(&cache)?;
-                let binaries = local::build(&cache)?;
+                let helm = crate::helm::resolve(named.as_deref(), &cache)?;
                 agent::ensure(&cache, &cluster.kubeconfig, &exe)?;
-                Ok::<_, ClusterError>((cluster, binaries))
+                Ok::<_, ClusterError>((cluster, helm))
             })
             .await
             .expect("the local provider does not panic")?;
@@ -217,7 +240,7 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 },
                 kubeconfig: cluster.kubeconfig,
                 context: None,
-                helm: binaries.helm,
+                helm: Some(helm),
                 images: Vec::new(),
             })
         }

@@ -6,6 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 use kube::runtime::wait::conditions::is_crd_established;
 
+use super::chart::{self, Chart};
 use super::{Stage, StageError, helm};
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -20,7 +21,13 @@ pub const CRDS: [&str; 2] = [
 /// Installs the CRDs and waits until each is established.
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Crds);
-    let local = cluster.offline();
+    let offline = cluster.offline();
+    let source = chart::source(Chart::Crds, config, offline).map_err(|e| StageError::Input {
+        stage: "crds",
+        reason: e.to_string(),
+    })?;
+    // The stand-in is shaped like the release under test by `--set` values.
+    let local = source.is_stand_in();
     let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
     let graph_crd = config.dynamo_version.release().graph_crd;
     // The API server refuses to drop a version objects were stored in (`status.storedVersions`):
@@ -34,22 +41,13 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         .unwrap_or_default();
     let keep_v1beta1 =
         local && !graph_crd.serves_v1beta1() && stored_before.iter().any(|v| v == "v1beta1");
-    let chart = if local {
-        helm::CRDS_CHART
-            .materialize(&config.cache_dir, "crds")?
-            .display()
-            .to_string()
-    } else {
-        format!(
-            "{}/dynamo-crds-{}.tgz",
-            helm::NGC_CHARTS,
-            config.chart_version()
-        )
-    };
+    if local {
+        chart::CRDS_CHART.materialize(&config.cache_dir, "crds")?;
+    }
     let release = helm::Release {
         stage: "crds",
         name: "dynamo-crds",
-        chart: &chart,
+        chart: &source,
         namespace: &config.namespace,
         sets: if local {
             vec![
@@ -67,7 +65,7 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         } else {
             Vec::new()
         },
-        owned: local,
+        owned: offline,
     };
     let mut absent = Vec::new();
     for crd in CRDS {

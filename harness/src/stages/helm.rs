@@ -1,6 +1,5 @@
-//! Helm, as the guide uses it: the NGC charts on a real cluster, the project's stand-in charts on `local`.
+//! Helm releases, as the guide installs them: `--wait --atomic`, and never over a release the suite did not make.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::Command;
@@ -8,86 +7,14 @@ use tokio::process::Command;
 use super::StageError;
 use crate::cluster::Cluster;
 
-/// Where the guide's charts come from.
-pub const NGC_CHARTS: &str = "https://helm.ngc.nvidia.com/nvidia/ai-dynamo/charts";
-
-/// A chart of the project's own, embedded so the binary needs no checkout.
-pub struct LocalChart {
-    /// The chart's name.
-    pub name: &'static str,
-    /// Its files, by path inside the chart.
-    pub files: &'static [(&'static str, &'static str)],
-}
-
-/// The stand-in for `dynamo-crds`.
-pub const CRDS_CHART: LocalChart = LocalChart {
-    name: "dynamo-crds",
-    files: &[
-        (
-            "Chart.yaml",
-            include_str!("../../../fixtures/local/charts/dynamo-crds/Chart.yaml"),
-        ),
-        (
-            "values.yaml",
-            include_str!("../../../fixtures/local/charts/dynamo-crds/values.yaml"),
-        ),
-        (
-            "templates/crds.yaml",
-            include_str!("../../../fixtures/local/charts/dynamo-crds/templates/crds.yaml"),
-        ),
-    ],
-};
-
-/// The stand-in for `dynamo-platform`.
-pub const PLATFORM_CHART: LocalChart = LocalChart {
-    name: "dynamo-platform",
-    files: &[
-        (
-            "Chart.yaml",
-            include_str!("../../../fixtures/local/charts/dynamo-platform/Chart.yaml"),
-        ),
-        (
-            "values.yaml",
-            include_str!("../../../fixtures/local/charts/dynamo-platform/values.yaml"),
-        ),
-        (
-            "templates/platform.yaml",
-            include_str!("../../../fixtures/local/charts/dynamo-platform/templates/platform.yaml"),
-        ),
-    ],
-};
-
-impl LocalChart {
-    /// Writes the chart under `cache_dir/charts` and returns its directory.
-    pub fn materialize(
-        &self,
-        cache_dir: &Path,
-        stage: &'static str,
-    ) -> Result<PathBuf, StageError> {
-        let dir = cache_dir.join("charts").join(self.name);
-        for (path, text) in self.files {
-            let file = dir.join(path);
-            let written = file
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&file, text));
-            written.map_err(|e| StageError::Input {
-                stage,
-                reason: format!("cannot write {}: {e}", file.display()),
-            })?;
-        }
-        Ok(dir)
-    }
-}
-
 /// One `helm` invocation against the cluster.
 pub struct Release<'a> {
     /// The stage it belongs to.
     pub stage: &'static str,
     /// The release name.
     pub name: &'a str,
-    /// A chart URL or directory.
-    pub chart: &'a str,
+    /// Where the chart comes from.
+    pub chart: &'a super::chart::Source,
     /// The namespace.
     pub namespace: &'a str,
     /// `--set` values.
@@ -96,14 +23,15 @@ pub struct Release<'a> {
     pub owned: bool,
 }
 
-/// `helm` with the cluster's kubeconfig and context.
-pub(crate) fn command(cluster: &Cluster) -> Command {
-    let mut command = Command::new(&cluster.helm);
+/// `helm` with the cluster's kubeconfig and context; `None` when the run has no Helm
+/// ([`Cluster::helm`]).
+pub(crate) fn command(cluster: &Cluster) -> Option<Command> {
+    let mut command = Command::new(&cluster.helm.as_ref()?.path);
     command.arg("--kubeconfig").arg(&cluster.kubeconfig);
     if let Some(context) = &cluster.context {
         command.args(["--kube-context", context]);
     }
-    command
+    Some(command)
 }
 
 /// Installs the release with `--wait --atomic`, as the guide does. A release the suite does not
@@ -113,7 +41,8 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
         stage: release.stage,
         reason,
     };
-    let status = command(cluster)
+    let helm = || command(cluster).ok_or_else(|| input("no Helm to install the chart with".into()));
+    let status = helm()?
         .args([
             "status",
             release.name,
@@ -125,12 +54,7 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
         .stderr(Stdio::null())
         .output()
         .await
-        .map_err(|e| {
-            input(format!(
-                "cannot run helm ({}): {e}; install Helm 3",
-                cluster.helm.display()
-            ))
-        })?;
+        .map_err(|e| input(format!("cannot run Helm: {e}")))?;
     let exists = status.status.success();
     let state = serde_json::from_slice::<serde_json::Value>(&status.stdout)
         .ok()
@@ -152,7 +76,7 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
     if exists && state.starts_with("pending-") {
         // An interrupted run left helm's own lock (the release's status) behind. The stage lock
         // says no run of the suite is on it now, and the release is the suite's: take it back.
-        let out = command(cluster)
+        let out = helm()?
             .args(["uninstall", release.name, "--namespace", release.namespace])
             .args(["--wait", "--timeout", "3m"])
             .output()
@@ -169,19 +93,15 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
             "the release was left {state} by an interrupted run; uninstalled and installed again"
         ));
     }
-    let mut command = command(cluster);
+    let mut command = helm()?;
     command.args(if release.owned {
         ["upgrade", "--install"].as_slice()
     } else {
         ["install"].as_slice()
     });
-    command.args([
-        release.name,
-        release.chart,
-        "--namespace",
-        release.namespace,
-        "--create-namespace",
-    ]);
+    command.arg(release.name);
+    command.args(release.chart.helm_args());
+    command.args(["--namespace", release.namespace, "--create-namespace"]);
     command.args(["--wait", "--atomic", "--timeout", "5m"]);
     for set in &release.sets {
         command.args(["--set", set]);
@@ -221,7 +141,11 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
     );
     notes.insert(
         0,
-        format!("helm installed {} from {}", release.name, release.chart),
+        format!(
+            "helm installed {} from {}",
+            release.name,
+            release.chart.describe()
+        ),
     );
     Ok(notes.join("; "))
 }

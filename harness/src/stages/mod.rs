@@ -1,5 +1,6 @@
 //! The guide's steps as idempotent stages: each applies its fixtures and waits for its own readiness.
 
+pub mod chart;
 pub mod crds;
 pub mod graph;
 pub mod helm;
@@ -39,6 +40,20 @@ impl Stage {
             Stage::Secret => "secret",
             Stage::Graph => "graph",
         }
+    }
+
+    /// Every stage, in the guide's order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Storage,
+        Stage::Crds,
+        Stage::Platform,
+        Stage::Secret,
+        Stage::Graph,
+    ];
+
+    /// The stage named `name` ([`Stage::name`]).
+    pub fn named(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
     }
 
     /// The stages this one stands on, as the guide orders them: the platform's etcd and NATS claim
@@ -147,6 +162,13 @@ pub(crate) async fn explain_timeout(
 }
 
 impl StageError {
+    /// The name of the stage that failed ([`Stage::name`]).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            StageError::Cluster { stage, .. } | StageError::Input { stage, .. } => stage,
+        }
+    }
+
     pub(crate) fn cluster(stage: Stage) -> impl Fn(K8sError) -> StageError {
         move |source| StageError::Cluster {
             stage: stage.name(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::Api;
 
+use super::chart::{self, Chart};
 use super::{Stage, StageError, helm, storage};
 use crate::cluster::Cluster;
 use crate::config::{Config, ProviderKind};
@@ -23,20 +24,18 @@ pub const NATS: &str = "dynamo-platform-nats";
 pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, StageError> {
     let fail = StageError::cluster(Stage::Platform);
     let ns = config.namespace.as_str();
-    let local = cluster.offline();
+    let offline = cluster.offline();
+    let source =
+        chart::source(Chart::Platform, config, offline).map_err(|e| StageError::Input {
+            stage: "platform",
+            reason: e.to_string(),
+        })?;
+    // The stand-in is shaped like the release under test by `--set` values.
+    let local = source.is_stand_in();
     let profile = config.dynamo_version.profile();
-    let chart = if local {
-        helm::PLATFORM_CHART
-            .materialize(&config.cache_dir, "platform")?
-            .display()
-            .to_string()
-    } else {
-        format!(
-            "{}/dynamo-platform-{}.tgz",
-            helm::NGC_CHARTS,
-            config.chart_version()
-        )
-    };
+    if local {
+        chart::PLATFORM_CHART.materialize(&config.cache_dir, "platform")?;
+    }
     let mut sets = vec![
         "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/nvidia/ai-dynamo/kubernetes-operator".to_string(),
         format!("dynamo-operator.controllerManager.manager.image.tag={}", config.dynamo_version),
@@ -73,10 +72,10 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     let release = helm::Release {
         stage: "platform",
         name: "dynamo-platform",
-        chart: &chart,
+        chart: &source,
         namespace: ns,
         sets,
-        owned: local,
+        owned: offline,
     };
     let mut note = helm::install(cluster, release).await?;
     if local {

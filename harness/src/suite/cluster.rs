@@ -12,6 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
+use super::blocker::{Need, Unmet, blockers};
 use super::{Case, CaseCheck, Outcome};
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, ProviderKind};
@@ -184,7 +185,7 @@ pub fn cases(config: &Config) -> Vec<Case> {
 
 pub(super) struct Session {
     pub(super) cluster: Cluster,
-    stages: Mutex<BTreeMap<Stage, Result<Vec<String>, String>>>,
+    stages: Mutex<BTreeMap<Stage, Vec<String>>>,
     /// This process counts as a run under way (nothing kept is parked meanwhile).
     _activity: crate::ledger::Activity,
 }
@@ -235,36 +236,61 @@ pub fn provenance() -> Option<String> {
         .map(|s| s.cluster.provenance())
 }
 
+/// Applies `stage` for `case`, once per process. A failure is recorded against the case that met
+/// it first ([`blocker`]): that case fails with the cause, every later one is blocked by it.
 pub(super) async fn ensure(
     session: &Session,
     stage: Stage,
     config: &Config,
-) -> Result<Vec<String>, String> {
+    case: &str,
+) -> Result<Vec<String>, Unmet> {
     if let Some(done) = session.stages.lock().expect("stage lock").get(&stage) {
-        return done.clone();
+        return Ok(done.clone());
     }
-    let result = stage
-        .ensure(&session.cluster, config)
+    if let Some(blocker) = blockers().find(Need::Stage(stage)) {
+        return Err(Unmet::Blocked(blocker));
+    }
+    match stage.ensure(&session.cluster, config).await {
+        Ok(notes) => {
+            session
+                .stages
+                .lock()
+                .expect("stage lock")
+                .insert(stage, notes.clone());
+            Ok(notes)
+        }
+        Err(e) => {
+            // The stage named in the error may be a prerequisite of `stage`.
+            let failed = Stage::named(e.stage()).unwrap_or(stage);
+            Err(blockers().fail(case, Need::Stage(failed), e.to_string()))
+        }
+    }
+}
+
+/// The cluster for `case`: connected once per process, its failure recorded like a stage's.
+pub(super) async fn session_for(
+    config: &Config,
+    exe: &Path,
+    case: &str,
+) -> Result<&'static Session, Unmet> {
+    if let Some(blocker) = blockers().find(Need::Cluster) {
+        return Err(Unmet::Blocked(blocker));
+    }
+    session(config, exe)
         .await
-        .map_err(|e| e.to_string());
-    session
-        .stages
-        .lock()
-        .expect("stage lock")
-        .insert(stage, result.clone());
-    result
+        .map_err(|e| blockers().fail(case, Need::Cluster, format!("cluster unavailable: {e}")))
 }
 
 /// Runs one cluster check after bringing up the stage it needs.
-pub async fn run(check: ClusterCheck, config: &Config, exe: &Path) -> Outcome {
-    let session = match session(config, exe).await {
+pub async fn run(check: ClusterCheck, case: &str, config: &Config, exe: &Path) -> Outcome {
+    let session = match session_for(config, exe, case).await {
         Ok(s) => s,
-        Err(e) => return Outcome::Failed(format!("cluster unavailable: {e}")),
+        Err(unmet) => return unmet.into(),
     };
     let notes = match check.stage() {
-        Some(stage) => match ensure(session, stage, config).await {
+        Some(stage) => match ensure(session, stage, config, case).await {
             Ok(notes) => notes,
-            Err(e) => return Outcome::Failed(e),
+            Err(unmet) => return unmet.into(),
         },
         None => Vec::new(),
     };

@@ -5,7 +5,8 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 
-use super::cluster::{ensure, session};
+use super::blocker::{Need, Unmet, blockers};
+use super::cluster::{ensure, session_for};
 use crate::cluster::Cluster;
 use crate::config::{Config, ProviderKind};
 use crate::stages::{Stage, graph};
@@ -453,14 +454,20 @@ async fn warm_up(frontend: &crate::k8s::forward::PortForward, config: &Config) -
     })
 }
 
-/// Brings the graph up (with every stage before it) and opens the port-forwards.
-pub async fn graph_target(config: &Config, exe: &Path) -> Result<GraphTarget, String> {
-    use crate::k8s::forward::PortForward;
-    let session = session(config, exe)
+/// Brings the graph up for `case` (with every stage before it) and opens the port-forwards.
+pub async fn graph_target(config: &Config, exe: &Path, case: &str) -> Result<GraphTarget, Unmet> {
+    if let Some(blocker) = blockers().find(Need::Target) {
+        return Err(Unmet::Blocked(blocker));
+    }
+    let session = session_for(config, exe, case).await?;
+    ensure(session, Stage::Graph, config, case).await?;
+    reach(&session.cluster, config)
         .await
-        .map_err(|e| format!("cluster unavailable: {e}"))?;
-    ensure(session, Stage::Graph, config).await?;
-    let cluster = &session.cluster;
+        .map_err(|e| blockers().fail(case, Need::Target, e))
+}
+
+async fn reach(cluster: &Cluster, config: &Config) -> Result<GraphTarget, String> {
+    use crate::k8s::forward::PortForward;
     let ns = &config.namespace;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     let frontend_pod = frontend_service(cluster, config).await?;

@@ -1,5 +1,6 @@
 //! The ordered conformance cases, as libtest-mimic trials shared by `cargo nextest` and `run`.
 
+pub mod blocker;
 pub mod cluster;
 pub mod graph;
 
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 
+use self::blocker::{Need, Unmet};
 use crate::config::Config;
 use crate::dynamo::WorkerRole;
 use crate::k8s::forward::PortForward;
@@ -85,6 +87,17 @@ pub enum Outcome {
     KnownFailure(String),
     /// Not run, for the stated reason.
     Skipped(String),
+    /// Not run: what it needs failed first in another case, which reports the cause.
+    Blocked(blocker::Blocker),
+}
+
+impl From<blocker::Unmet> for Outcome {
+    fn from(unmet: blocker::Unmet) -> Outcome {
+        match unmet {
+            blocker::Unmet::Failed(cause) => Outcome::Failed(cause),
+            blocker::Unmet::Blocked(by) => Outcome::Blocked(by),
+        }
+    }
 }
 
 /// One case's result, for reports.
@@ -152,10 +165,13 @@ impl Target {
     }
 }
 
-fn acquire(config: &Config, supervisor_exe: &Path) -> Result<Target, String> {
-    let runtime = runtime()?;
-    let graph = runtime.block_on(graph::graph_target(config, supervisor_exe))?;
-    let endpoint = |url: &str| Endpoint::new(url, config.api_timeouts).map_err(|e| e.to_string());
+fn acquire(config: &Config, supervisor_exe: &Path, case: &str) -> Result<Target, Unmet> {
+    let runtime = runtime().map_err(Unmet::Failed)?;
+    let graph = runtime.block_on(graph::graph_target(config, supervisor_exe, case))?;
+    let endpoint = |url: &str| {
+        Endpoint::new(url, config.api_timeouts)
+            .map_err(|e| blocker::blockers().fail(case, Need::Target, e.to_string()))
+    };
     let frontend = endpoint(&graph.frontend.url())?;
     let mut workers = Vec::new();
     for (role, forward) in &graph.workers {
@@ -183,12 +199,16 @@ pub fn prepare(config: &Config, exe: &Path) -> Result<Duration, String> {
     Ok(started.elapsed())
 }
 
-static TARGET: OnceLock<Result<Target, String>> = OnceLock::new();
+static TARGET: OnceLock<Result<Target, Unmet>> = OnceLock::new();
 
-/// The process-wide target, acquired once and shared by every case in this process.
-fn target(config: &Config, supervisor_exe: &Path) -> Result<&'static Target, String> {
+/// The process-wide target, acquired once (by `case`, the first to ask) and shared by every case
+/// in this process; a later case finds a failure to acquire it recorded as its blocker.
+fn target(config: &Config, supervisor_exe: &Path, case: &str) -> Result<&'static Target, Unmet> {
+    if let Some(blocker) = blocker::blockers().find(Need::Target) {
+        return Err(Unmet::Blocked(blocker));
+    }
     TARGET
-        .get_or_init(|| acquire(config, supervisor_exe))
+        .get_or_init(|| acquire(config, supervisor_exe, case))
         .as_ref()
         .map_err(Clone::clone)
 }
@@ -419,9 +439,9 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
     };
     let mut transcript = Vec::new();
     let outcome = if let CaseCheck::Cluster(check) = case.check {
-        runtime.block_on(cluster::run(check, config, supervisor_exe))
+        runtime.block_on(cluster::run(check, &case.name, config, supervisor_exe))
     } else {
-        match target(config, supervisor_exe) {
+        match target(config, supervisor_exe, &case.name) {
             Ok(target) => runtime.block_on(run_check(
                 case.check,
                 &case.name,
@@ -429,7 +449,8 @@ pub fn run_case(case: &Case, config: &Config, supervisor_exe: &Path) -> Outcome 
                 config,
                 &mut transcript,
             )),
-            Err(e) => Outcome::Failed(format!("target unavailable: {e}")),
+            Err(Unmet::Failed(cause)) => Outcome::Failed(format!("target unavailable: {cause}")),
+            Err(Unmet::Blocked(by)) => Outcome::Blocked(by),
         }
     };
     match outcome {
@@ -532,8 +553,17 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
 /// Collects case results as trials finish.
 pub type Recorder = Arc<Mutex<Vec<CaseResult>>>;
 
-/// The cases as libtest-mimic trials. Skipped cases are marked ignored, with the reason as their kind.
+/// The cases as libtest-mimic trials. Skipped cases are marked ignored, with the reason as their
+/// kind. Without a `recorder` the trials are nextest's, one process each: failures are then
+/// recorded for the processes of the same nextest run (`NEXTEST_RUN_ID`, [`blocker::init`]).
+/// A blocked case fails its trial with one line naming its blocker (libtest has no outcome for
+/// it); the report's table, JSON and JUnit count it apart.
 pub fn trials(config: &Config, supervisor_exe: &Path, recorder: Option<Recorder>) -> Vec<Trial> {
+    let run_id = std::env::var("NEXTEST_RUN_ID").ok();
+    blocker::init(
+        &config.cache_dir,
+        run_id.as_deref().filter(|_| recorder.is_none()),
+    );
     cases(config)
         .into_iter()
         .map(|case| {
@@ -562,6 +592,7 @@ pub fn trials(config: &Config, supervisor_exe: &Path, recorder: Option<Recorder>
                     Outcome::Skipped(reason) => {
                         Err(Failed::from(format!("cannot run here: {reason}")))
                     }
+                    Outcome::Blocked(by) => Err(Failed::from(by.to_string())),
                 }
             });
             match skip {

@@ -346,7 +346,12 @@ pub async fn set_up(
             .expect("docker exec does not panic")?;
         }
     }
-    let mut helm = Command::new(&cluster.helm);
+    let Some(binary) = cluster.helm.as_ref().map(|h| h.path.clone()) else {
+        return Err(KindError::Gpu(
+            "no Helm to install the GPU operator with".into(),
+        ));
+    };
+    let mut helm = Command::new(binary);
     helm.arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
         .args(operator_install_args(&config.gpu_operator_version));

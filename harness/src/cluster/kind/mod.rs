@@ -54,6 +54,9 @@ pub enum KindError {
     /// An image could not be built.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Helm could not be found or built.
+    #[error(transparent)]
+    Helm(#[from] crate::helm::HelmError),
     /// kind or another command failed.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -142,8 +145,8 @@ pub struct KindCluster {
     pub gpus: Gpus,
     /// The kind binary.
     pub kind: PathBuf,
-    /// The helm binary (the local provider's build).
-    pub helm: PathBuf,
+    /// The Helm in use ([`crate::helm::resolve`]); `None` for a cluster found, not brought up.
+    pub helm: Option<crate::helm::Helm>,
 }
 
 /// What a cluster was created from, kept beside it to decide whether it can be reused.
@@ -226,9 +229,10 @@ pub async fn up(config: &Config) -> Result<KindCluster, KindError> {
     let artifacts = tokio::task::spawn_blocking(move || catalog::node_artifacts(&cache))
         .await
         .expect("building does not panic")?;
-    let helm = crate::cluster::local::build(&cache_dir)
-        .map_err(ImageError::from)?
-        .helm;
+    let (named, cache) = (config.helm.clone(), cache_dir.clone());
+    let helm = tokio::task::spawn_blocking(move || crate::helm::resolve(named.as_deref(), &cache))
+        .await
+        .expect("resolving Helm does not panic")?;
     let node_image = match gpus {
         Gpus::Simulated => {
             node_image(&engine, &artifacts, &home).await?;
@@ -245,7 +249,7 @@ pub async fn up(config: &Config) -> Result<KindCluster, KindError> {
         node_image: node_image.clone(),
         gpus,
         kind: artifacts.kind.clone(),
-        helm,
+        helm: Some(helm),
     };
     let rendered = render_config(gpus)?;
     let image_id = engine
@@ -740,7 +744,7 @@ pub async fn status(config: &Config) -> Result<Option<KindCluster>, KindError> {
         },
         gpus: recorded.gpus,
         kind: kind_bin,
-        helm: PathBuf::new(),
+        helm: None,
     };
     Ok(answers(&cluster).await.then_some(cluster))
 }
