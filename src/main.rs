@@ -256,6 +256,11 @@ struct RunArgs {
     /// List the cases instead of running them.
     #[arg(long)]
     list: bool,
+    /// List every image the guide's manifests and charts will ask for (provisioner, its helper,
+    /// operator, etcd, NATS, the graph's runtime images) and which nodes hold each, then exit:
+    /// nothing is applied. Exit 0 when every source was read, 3 when one could not be.
+    #[arg(long, conflicts_with = "list")]
+    preflight: bool,
     /// Exit 1 when a case fails as its release's recorded finding says (`KNOWN`), as for any
     /// failure: for release validation, where a release's known breaks must stop the line too.
     #[arg(long)]
@@ -659,6 +664,25 @@ fn run(args: RunArgs) -> ExitCode {
             return code;
         }
     }
+    if args.preflight {
+        return match suite::preflight(&config, &exe) {
+            Ok(preflight) => {
+                print!("{}", preflight.render());
+                if preflight.gaps.is_empty() {
+                    ExitCode::from(exit::OK)
+                } else {
+                    fail(
+                        exit::ENVIRONMENT,
+                        format!(
+                            "the preflight is incomplete: {} sources could not be read (above)",
+                            preflight.gaps.len()
+                        ),
+                    )
+                }
+            }
+            Err(e) => fail(exit::ENVIRONMENT, format!("cluster unavailable: {e}")),
+        };
+    }
     if !args.list {
         match harness::ledger::begin(&config.cache_dir) {
             Ok(run) => println!(
@@ -700,11 +724,20 @@ fn run(args: RunArgs) -> ExitCode {
     );
     if !args.list {
         match suite::prepare(&config, &exe) {
-            Ok(took) => println!(
-                "dynamo-conformance: {} cluster ready in {:.1} s",
-                config.provider.as_str(),
-                took.as_secs_f64()
-            ),
+            Ok(took) => {
+                println!(
+                    "dynamo-conformance: {} cluster ready in {:.1} s",
+                    config.provider.as_str(),
+                    took.as_secs_f64()
+                );
+                // Real kubelets pull images: say which the guide will ask for before applying it.
+                if config.provider != ProviderKind::Local
+                    && config.apply
+                    && let Ok(preflight) = suite::preflight(&config, &exe)
+                {
+                    print!("{}", preflight.render());
+                }
+            }
             Err(e) => return fail(exit::ENVIRONMENT, format!("cluster unavailable: {e}")),
         }
     }

@@ -388,6 +388,93 @@ fn a_chart_that_cannot_install_fails_once_and_blocks_every_case_that_needs_it() 
 }
 
 #[test]
+fn the_preflight_of_an_existing_cluster_lists_the_images_of_charts_given_as_files() {
+    let config = config();
+    // The local provider's preflight brings its cluster up (nothing of the guide is applied).
+    let up = Command::new(BIN)
+        .args(["run", "--preflight"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    assert_eq!(up.status.code(), Some(0), "{up:?}");
+    let cluster = harness::cluster::local::status(&config.cache_dir)
+        .expect("the local cluster answers")
+        .expect("a local cluster is up");
+    let charts = tempfile::tempdir().expect("a charts directory");
+    for chart in [
+        harness::stages::chart::Chart::Crds,
+        harness::stages::chart::Chart::Platform,
+    ] {
+        let dir = chart
+            .stand_in()
+            .materialize(charts.path(), "test")
+            .expect("the chart is written");
+        std::fs::rename(&dir, charts.path().join(chart.name())).expect("moved");
+    }
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/local/cluster/local-path-storage.yaml"
+    );
+    let preflight = |extra: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "run",
+                "--provider",
+                "existing",
+                "--preflight",
+                "--kubeconfig",
+            ])
+            .arg(&cluster.kubeconfig)
+            .args(["--provisioner-manifest", manifest, "--charts-dir"])
+            .arg(charts.path())
+            .args(extra)
+            .output()
+            .expect("the binary runs")
+    };
+    let out = preflight(&[]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{listed}\n{out:?}");
+    for (image, asked_by) in [
+        (
+            "rancher/local-path-provisioner:v0.0.32",
+            "the provisioner manifest",
+        ),
+        ("busybox", "the provisioner manifest"),
+        (
+            "nvcr.io/nvidia/ai-dynamo/kubernetes-operator:0.4.1",
+            "chart dynamo-platform",
+        ),
+        ("bitnami/etcd:3.5.18-debian-12-r5", "chart dynamo-platform"),
+        ("nats:2.10.21-alpine", "chart dynamo-platform"),
+        ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.1", "the graph"),
+        ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.0", "the graph"),
+    ] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{image} "))
+                    && l.contains("on no node")
+                    && l.contains(asked_by)),
+            "{image} (asked by {asked_by}, on no kwok node) not listed:\n{listed}"
+        );
+    }
+    // A chart that cannot be rendered leaves the list incomplete, and says so.
+    let broken = charts.path().join("broken.tgz");
+    std::fs::write(&broken, "not a chart").expect("written");
+    let out = preflight(&["--platform-chart", broken.to_str().expect("UTF-8")]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{listed}\n{out:?}");
+    assert!(
+        listed.contains("not listed: chart dynamo-platform: helm template"),
+        "{listed}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the preflight is incomplete"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn a_run_killed_mid_graph_is_cleaned_up_and_a_concurrent_runs_objects_survive() {
     let config = config();
     // The graph is the environment's between runs: removed here, the killed run creates it anew.

@@ -94,7 +94,7 @@ pub fn resolve(named: Option<&Path>, cache_dir: &Path) -> Result<Helm, HelmError
     match named {
         Some(path) => check(path),
         None => {
-            let bin = gobuild::build(cache_dir, &PROGRAM, "")?;
+            let bin = gobuild::build(cache_dir, &PROGRAM, "[helm]")?;
             Ok(Helm {
                 path: bin.join("helm"),
                 version: VERSION.into(),

@@ -28,6 +28,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod openai;
 pub mod operator;
+pub mod preflight;
 pub mod profile;
 pub mod release;
 pub mod report;

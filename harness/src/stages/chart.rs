@@ -96,6 +96,16 @@ impl Source {
         }
     }
 
+    /// What to do when it cannot be fetched: for NGC's URL, how to give the chart as a file.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Source::Ngc(_) => {
+                "; without access to NGC, give the charts as files: --charts-dir DIR, or --crds-chart and --platform-chart"
+            }
+            _ => "",
+        }
+    }
+
     /// Whether it is the project's stand-in, shaped by the suite's `--set` values.
     pub fn is_stand_in(&self) -> bool {
         matches!(self, Source::StandIn(_))

@@ -117,8 +117,9 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
             .rfind(|l| !l.trim().is_empty())
             .unwrap_or_default();
         return Err(input(format!(
-            "helm install {} failed: {last}",
-            release.name
+            "helm install {} failed: {last}{}",
+            release.name,
+            release.chart.hint()
         )));
     }
     if !namespace_existed {

@@ -32,43 +32,10 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         })?;
     // The stand-in is shaped like the release under test by `--set` values.
     let local = source.is_stand_in();
-    let profile = config.dynamo_version.profile();
     if local {
         chart::PLATFORM_CHART.materialize(&config.cache_dir, "platform")?;
     }
-    let mut sets = vec![
-        "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/nvidia/ai-dynamo/kubernetes-operator".to_string(),
-        format!("dynamo-operator.controllerManager.manager.image.tag={}", config.dynamo_version),
-    ];
-    let mut deviations = Vec::new();
-    if local {
-        // Shape the stand-in like the release under test.
-        sets.push(format!(
-            "dynamo-operator.controllerManager.kubeRbacProxy={}",
-            profile.operator_containers.len() > 1
-        ));
-        sets.push(format!("etcd.enabled={}", profile.platform_etcd));
-    }
-    if local && cluster.provider == ProviderKind::Kind {
-        // Real kubelets: data on claims of the guide's default class, and no sidecar whose
-        // image cannot be built here.
-        sets.push("persistence.enabled=true".into());
-        sets.push("nats.reloader.enabled=false".into());
-        deviations.push("the NATS pod runs without the chart's config-reloader sidecar (its Go module, github.com/nats-io/nack, is refused by the module proxy), so it is 1/1 where the guide shows 2/2");
-        if let Some(key) = cluster
-            .images
-            .iter()
-            .find(|b| {
-                b.reference
-                    .starts_with(crate::images::catalog::OPERATOR_REPOSITORY)
-            })
-            .map(|b| b.key.clone())
-        {
-            sets.push(format!(
-                "dynamo-operator.controllerManager.manager.imageKey={key}"
-            ));
-        }
-    }
+    let (sets, deviations) = values(cluster, config, local);
     let release = helm::Release {
         stage: "platform",
         name: "dynamo-platform",
@@ -130,6 +97,52 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         }
     }
     Ok(vec![note])
+}
+
+/// The `--set` values of the platform release, and the deviations from the guide they make: the
+/// guide's operator image, and for the project's stand-in (`stand_in`) the shape of the release
+/// under test and, on kind, of real kubelets.
+pub fn values(
+    cluster: &Cluster,
+    config: &Config,
+    stand_in: bool,
+) -> (Vec<String>, Vec<&'static str>) {
+    let profile = config.dynamo_version.profile();
+    let local = stand_in;
+    let mut sets = vec![
+        "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/nvidia/ai-dynamo/kubernetes-operator".to_string(),
+        format!("dynamo-operator.controllerManager.manager.image.tag={}", config.dynamo_version),
+    ];
+    let mut deviations = Vec::new();
+    if local {
+        // Shape the stand-in like the release under test.
+        sets.push(format!(
+            "dynamo-operator.controllerManager.kubeRbacProxy={}",
+            profile.operator_containers.len() > 1
+        ));
+        sets.push(format!("etcd.enabled={}", profile.platform_etcd));
+    }
+    if local && cluster.provider == ProviderKind::Kind {
+        // Real kubelets: data on claims of the guide's default class, and no sidecar whose
+        // image cannot be built here.
+        sets.push("persistence.enabled=true".into());
+        sets.push("nats.reloader.enabled=false".into());
+        deviations.push("the NATS pod runs without the chart's config-reloader sidecar (its Go module, github.com/nats-io/nack, is refused by the module proxy), so it is 1/1 where the guide shows 2/2");
+        if let Some(key) = cluster
+            .images
+            .iter()
+            .find(|b| {
+                b.reference
+                    .starts_with(crate::images::catalog::OPERATOR_REPOSITORY)
+            })
+            .map(|b| b.key.clone())
+        {
+            sets.push(format!(
+                "dynamo-operator.controllerManager.manager.imageKey={key}"
+            ));
+        }
+    }
+    (sets, deviations)
 }
 
 /// The pod selector of the platform's deployment or statefulset `name` (empty if neither exists).

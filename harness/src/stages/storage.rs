@@ -23,7 +23,13 @@ pub const DEPLOYMENT: &str = "local-path-provisioner";
 /// The guide's StorageClass.
 pub const STORAGE_CLASS: &str = "local-path";
 
-async fn provisioner_manifest(
+/// How long the provisioner manifest's download may take (a firewall that drops packets
+/// would otherwise hold the stage for the operating system's TCP timeout).
+const DOWNLOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// The provisioner manifest the stage applies and where it came from: the file named by
+/// `provisioner_manifest`, the project's copy on offline providers, else the guide's URL.
+pub(crate) async fn provisioner_manifest(
     cluster: &Cluster,
     config: &Config,
 ) -> Result<(String, &'static str), StageError> {
@@ -46,10 +52,20 @@ async fn provisioner_manifest(
             "the project's copy of the guide's manifest (GitHub is out of reach here)",
         ));
     }
-    let response = reqwest::get(PROVISIONER_URL)
+    let client = reqwest::Client::builder()
+        .timeout(DOWNLOAD_WAIT)
+        .build()
+        .map_err(|e| input(format!("cannot make an HTTP client: {e}")))?;
+    let response = client
+        .get(PROVISIONER_URL)
+        .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| input(format!("cannot download {PROVISIONER_URL}: {e}")))?;
+        .map_err(|e| {
+            input(format!(
+                "cannot download {PROVISIONER_URL}: {e}; without access to GitHub, give a copy: --provisioner-manifest FILE"
+            ))
+        })?;
     let text = response
         .text()
         .await

@@ -199,6 +199,16 @@ pub fn prepare(config: &Config, exe: &Path) -> Result<Duration, String> {
     Ok(started.elapsed())
 }
 
+/// The preflight of the configured provider's cluster ([`crate::preflight`]), reaching (or, for
+/// `local` and `kind`, bringing up) the cluster first. Nothing of the guide is applied.
+pub fn preflight(config: &Config, exe: &Path) -> Result<crate::preflight::Preflight, String> {
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let session = cluster::session(config, exe).await?;
+        Ok(crate::preflight::run(&session.cluster, config).await)
+    })
+}
+
 static TARGET: OnceLock<Result<Target, Unmet>> = OnceLock::new();
 
 /// The process-wide target, acquired once (by `case`, the first to ask) and shared by every case
