@@ -48,16 +48,17 @@ impl Preflight {
     /// it), then the gaps.
     pub fn render(&self) -> String {
         let width = self.images.iter().map(|n| n.image.len()).max().unwrap_or(0);
+        let presences: Vec<String> = self.images.iter().map(|n| self.presence(n)).collect();
+        let room = presences.iter().map(String::len).max().unwrap_or(0);
         let mut out = format!(
             "preflight: {} images the guide's steps will ask for; {} nodes\n",
             self.images.len(),
             self.nodes.len()
         );
-        for needed in &self.images {
+        for (needed, presence) in self.images.iter().zip(&presences) {
             out.push_str(&format!(
-                "  {:<width$}  {:<24}  {}\n",
+                "  {:<width$}  {presence:<room$}  {}\n",
                 needed.image,
-                self.presence(needed),
                 needed.asked_by.join(", ")
             ));
         }
@@ -67,7 +68,7 @@ impl Preflight {
         out
     }
 
-    /// Where the image is, in a few words: `on every node (3)`, `on 1 of 3 nodes`, …
+    /// Where the image is, in a few words: `on every node (3)`, `on 2 of 3 nodes (not on a)`, …
     pub fn presence(&self, needed: &Needed) -> String {
         let total = self.nodes.len();
         let capped = self
@@ -79,7 +80,15 @@ impl Preflight {
             n if n == total => format!("on every node ({n})"),
             0 if capped => "on no node that lists it".into(),
             0 => "on no node".into(),
-            n => format!("on {n} of {total} nodes"),
+            n => {
+                let without: Vec<&str> = self
+                    .nodes
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .filter(|name| !needed.on.iter().any(|o| o == name))
+                    .collect();
+                format!("on {n} of {total} nodes (not on {})", without.join(", "))
+            }
         }
     }
 }
@@ -349,7 +358,10 @@ mod tests {
             preflight.presence(&needed(&["a", "b"])),
             "on every node (2)"
         );
-        assert_eq!(preflight.presence(&needed(&["a"])), "on 1 of 2 nodes");
+        assert_eq!(
+            preflight.presence(&needed(&["a"])),
+            "on 1 of 2 nodes (not on b)"
+        );
         assert_eq!(preflight.presence(&needed(&[])), "on no node that lists it");
     }
 }
