@@ -421,7 +421,7 @@ pub async fn reach(config: &Config) -> Result<Option<(Client, Helm)>, CleanupErr
     let binary = config
         .helm
         .clone()
-        .or_else(|| crate::helm::built(&config.cache_dir))
+        .or_else(|| crate::helm::built(&config.cache_dir).map(|h| h.path))
         .unwrap_or_else(|| PathBuf::from("helm"));
     Ok(Some((
         client,

@@ -95,19 +95,23 @@ pub fn resolve(named: Option<&Path>, cache_dir: &Path) -> Result<Helm, HelmError
         Some(path) => check(path),
         None => {
             let bin = gobuild::build(cache_dir, &PROGRAM, "[helm]")?;
-            Ok(Helm {
-                path: bin.join("helm"),
-                version: VERSION.into(),
-                origin: Origin::Built,
-            })
+            Ok(ours(bin.join("helm")))
         }
     }
 }
 
 /// The suite's Helm if this machine has built it, without building it.
-pub fn built(cache_dir: &Path) -> Option<PathBuf> {
+pub fn built(cache_dir: &Path) -> Option<Helm> {
     let path = PROGRAM.output(cache_dir, "helm");
-    (PROGRAM.bin_dir(cache_dir).join(".built").exists() && path.is_file()).then_some(path)
+    (PROGRAM.bin_dir(cache_dir).join(".built").exists() && path.is_file()).then(|| ours(path))
+}
+
+fn ours(path: PathBuf) -> Helm {
+    Helm {
+        path,
+        version: VERSION.into(),
+        origin: Origin::Built,
+    }
 }
 
 /// Runs `path version` and accepts Helm 3.[`OLDEST_MINOR`] or newer.

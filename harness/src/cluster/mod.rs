@@ -182,11 +182,7 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 (config.helm.clone(), config.cache_dir.clone(), config.apply);
             // A run that applies nothing needs no Helm: one already built or named serves evidence.
             let helm = tokio::task::spawn_blocking(move || match (apply, named) {
-                (false, None) => Ok(crate::helm::built(&cache).map(|path| crate::helm::Helm {
-                    path,
-                    version: crate::helm::VERSION.into(),
-                    origin: crate::helm::Origin::Built,
-                })),
+                (false, None) => Ok(crate::helm::built(&cache)),
                 (_, named) => crate::helm::resolve(named.as_deref(), &cache).map(Some),
             })
             .await
