@@ -434,21 +434,36 @@ fn the_preflight_of_an_existing_cluster_lists_the_images_of_charts_given_as_file
     let out = preflight(&[]);
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{listed}\n{out:?}");
-    for (image, asked_by) in [
+    // The release under test (harness/test.sh runs this file for several) names the operator's
+    // and the graph's images; 0.4.1's guide adds its 0.4.0 prefill image.
+    let release = &config.dynamo_version;
+    let mut expected = vec![
         (
-            "rancher/local-path-provisioner:v0.0.32",
+            "rancher/local-path-provisioner:v0.0.32".to_owned(),
             "the provisioner manifest",
         ),
-        ("busybox", "the provisioner manifest"),
+        ("busybox".to_owned(), "the provisioner manifest"),
         (
-            "nvcr.io/nvidia/ai-dynamo/kubernetes-operator:0.4.1",
+            format!("nvcr.io/nvidia/ai-dynamo/kubernetes-operator:{release}"),
             "chart dynamo-platform",
         ),
-        ("bitnami/etcd:3.5.18-debian-12-r5", "chart dynamo-platform"),
-        ("nats:2.10.21-alpine", "chart dynamo-platform"),
-        ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.1", "the graph"),
-        ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.0", "the graph"),
-    ] {
+        (
+            "bitnami/etcd:3.5.18-debian-12-r5".to_owned(),
+            "chart dynamo-platform",
+        ),
+        ("nats:2.10.21-alpine".to_owned(), "chart dynamo-platform"),
+        (
+            format!("nvcr.io/nvidia/ai-dynamo/vllm-runtime:{release}"),
+            "the graph",
+        ),
+    ];
+    if let Some(prefill) = release.guide_prefill() {
+        expected.push((
+            format!("nvcr.io/nvidia/ai-dynamo/vllm-runtime:{prefill}"),
+            "the graph",
+        ));
+    }
+    for (image, asked_by) in expected {
         assert!(
             listed
                 .lines()
@@ -1211,8 +1226,11 @@ fn a_rollout_stuck_behind_a_ready_old_pod_is_not_ready_naming_ready_while_rollin
             ],
         );
     }
-    drop(withdrawn);
+    // Healed while the tag is still withdrawn: the graph goes back to its own image and the stuck
+    // pod never runs (restored first, it could start, replace the old worker and leave 0.4.1's
+    // frontend holding the removed instance).
     healed("guide::graph::ready");
+    drop(withdrawn);
 }
 
 /// Stops (SIGSTOP) every process the bridge starts for a component, for as long as it lives: the
