@@ -205,7 +205,17 @@ struct ConfigArgs {
     /// dynamo-platform-<version>.tgz) or as chart directories (dynamo-crds/, dynamo-platform/).
     #[arg(long, value_name = "DIR")]
     charts_dir: Option<PathBuf>,
-    /// Provider kind: the host's GPUs (`real`), simulated ones (`simulated`), or `auto`.
+    /// A Helm values file for the dynamo-platform chart (helm --values): an image mirror, or what
+    /// a chart given as a file needs; the keys it sets win over the suite's own --set values.
+    #[arg(long, value_name = "FILE")]
+    platform_values: Option<PathBuf>,
+    /// Fit the graph's CPU and memory requests to the smallest GPU node (a deviation from the
+    /// guide, recorded in the report; for clusters smaller than the guide's nodes).
+    #[arg(long)]
+    fit_requests: bool,
+    /// GPUs: the host's (`real`), simulated ones (`simulated`), or `auto` (kind: real when
+    /// nvidia-smi lists any; existing: `simulated` declares the cluster's GPUs advertised
+    /// capacity, and the GPU operator's cases are skipped).
     #[arg(long, value_name = "MODE")]
     gpus: Option<String>,
     /// Provider kind, real GPUs: the NVIDIA GPU operator chart version.
@@ -235,6 +245,8 @@ impl ConfigArgs {
             crds_chart: self.crds_chart.clone(),
             platform_chart: self.platform_chart.clone(),
             charts_dir: self.charts_dir.clone(),
+            platform_values: self.platform_values.clone(),
+            fit_requests: self.fit_requests.then_some(true),
             gpus: self.gpus.clone(),
             gpu_operator_version: self.gpu_operator_version.clone(),
             apply: self.check_only.then_some(false),

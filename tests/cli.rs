@@ -465,6 +465,22 @@ fn a_named_chart_that_is_not_there_is_one_line_before_any_work() {
 }
 
 #[test]
+fn a_platform_values_file_that_cannot_serve_is_one_line_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("values.yaml");
+    let output = conformance(&["run", "--platform-values", missing.to_str().unwrap()]);
+    assert_one_line_error(&output, 2, "--platform-values");
+    let list = dir.path().join("list.yaml");
+    std::fs::write(&list, "- persistence\n- nats\n").unwrap();
+    let output = conformance(&["run", "--platform-values", list.to_str().unwrap()]);
+    assert_one_line_error(&output, 2, "not a YAML mapping of chart values");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "persistence: {enabled: [\n").unwrap();
+    let output = conformance(&["run", "--platform-values", broken.to_str().unwrap()]);
+    assert_one_line_error(&output, 2, "--platform-values");
+}
+
+#[test]
 fn the_case_list_is_static_and_ordered() {
     let output = conformance(&["run", "--list", "--dynamo-version", "1.6.1"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

@@ -9,6 +9,7 @@
 //! They break the shared kind graph, so `harness/test.sh` runs this binary on its own, one test at
 //! a time, after the conformance runs.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -465,5 +466,201 @@ fn the_runtime_images_run_the_mocker_and_carry_the_probes_tools() {
                 assert!(stderr.contains("jq: not found"), "{variant}: {stderr}");
             }
         }
+    });
+}
+
+/// The path real vGPU clusters take, on real kubelets: `run --provider existing` against a fresh
+/// kind cluster (recreated, the images preloaded, nothing of the guide's on it), with no `helm`
+/// on the PATH and every download pointed at a dead proxy, given the charts as `helm pull` names
+/// them (the stand-ins, packaged), the provisioner manifest as a file, the platform's values for
+/// these kubelets as a file, requests fitted to the small nodes (`--fit-requests`, recorded as a
+/// deviation) and the GPUs declared simulated (`--gpus simulated`). The guide passes, the
+/// preflight finds every image on the nodes, and the run removes all it created.
+#[test]
+fn the_existing_provider_runs_the_guide_on_kind_from_files_with_no_helm_and_no_network() {
+    let config = config();
+    if config.dynamo_version != harness::release::DynamoVersion::guide() {
+        println!(
+            "SKIP: the stand-in charts packaged here have the guide's release's shape; Dynamo {} is run on existing with its own charts (run with DYNAMO_CONFORMANCE_DYNAMO_VERSION=0.4.1)",
+            config.dynamo_version
+        );
+        return;
+    }
+    for args in [["kind", "down"], ["kind", "up"]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("the binary runs");
+        assert!(out.status.success(), "{args:?} failed: {out:?}");
+    }
+    let cluster = runtime()
+        .block_on(kind::status(&config))
+        .expect("the kind cluster's status")
+        .expect("a kind cluster is up");
+    // The kubelets report the images `kind up` loaded in their next status (about 10 s).
+    runtime().block_on(async {
+        let client = kind::client(&cluster).await.expect("a client");
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+        let runtime_image = format!("{}:0.4.1", catalog::RUNTIME_REPOSITORY);
+        until("the nodes to report the loaded images", || async {
+            let listed = nodes.list(&ListParams::default()).await.ok()?;
+            listed
+                .items
+                .iter()
+                .flat_map(|n| n.status.iter().flat_map(|s| s.images.iter().flatten()))
+                .flat_map(|i| i.names.iter().flatten())
+                .any(|name| name.ends_with(&runtime_image))
+                .then_some(())
+        })
+        .await;
+    });
+    let work = tempfile::tempdir().expect("a work directory");
+    // The charts as an air-gapped user has them: `dynamo-crds-0.4.1.tgz`, packaged by Helm.
+    let helm = harness::helm::resolve(None, &config.cache_dir).expect("the suite's Helm");
+    let charts = work.path().join("charts");
+    std::fs::create_dir(&charts).expect("a charts directory");
+    let sources = work.path().join("sources");
+    for chart in [
+        harness::stages::chart::Chart::Crds,
+        harness::stages::chart::Chart::Platform,
+    ] {
+        let dir = chart
+            .stand_in()
+            .materialize(&sources, "test")
+            .expect("the chart is written");
+        let packaged = Command::new(&helm.path)
+            .arg("package")
+            .arg(&dir)
+            .arg("--destination")
+            .arg(&charts)
+            .output()
+            .expect("helm runs");
+        assert!(packaged.status.success(), "{packaged:?}");
+        assert!(charts.join(chart.archive("0.4.1")).is_file());
+    }
+    // What a real kubelet needs of the stand-in platform chart: etcd's and NATS's data on claims,
+    // no config-reloader sidecar (its image cannot be built here).
+    let values = work.path().join("platform-values.yaml");
+    std::fs::write(
+        &values,
+        "persistence:\n  enabled: true\nnats:\n  reloader:\n    enabled: false\n",
+    )
+    .expect("written");
+    let token = "hf_existingOnKindTestToken0123456789";
+    let token_file = work.path().join("hf-token");
+    std::fs::write(&token_file, token).expect("written");
+    // No helm anywhere on the PATH.
+    let path: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .filter(|dir| !dir.join("helm").exists())
+        .collect();
+    let report = work.path().join("report");
+    let out = Command::new(BIN)
+        .args(["run", "--provider", "existing", "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .arg("--charts-dir")
+        .arg(&charts)
+        .arg("--provisioner-manifest")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/local/cluster/local-path-storage.yaml"
+        ))
+        .arg("--platform-values")
+        .arg(&values)
+        .args(["--fit-requests", "--gpus", "simulated", "--hf-token-file"])
+        .arg(&token_file)
+        .arg("--report-dir")
+        .arg(&report)
+        .env("PATH", std::env::join_paths(path).expect("a PATH"))
+        .env_remove("HF_TOKEN")
+        .env_remove("DYNAMO_CONFORMANCE_PROVIDER")
+        .envs(
+            ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"]
+                .map(|k| (k, "http://127.0.0.1:9")),
+        )
+        .envs(["NO_PROXY", "no_proxy"].map(|k| (k, "127.0.0.1,localhost")))
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("conformance: "))
+        .expect("a summary line");
+    assert!(
+        summary.contains(" 0 failed, 0 blocked"),
+        "{summary}\n{stdout}"
+    );
+    let passed: u32 = summary["conformance: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(passed >= 25, "{summary}");
+    // The preflight found every image the guide asks for on the nodes.
+    let preflight: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("preflight: "))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert!(
+        preflight
+            .iter()
+            .any(|l| l.contains("nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.1")),
+        "{stdout}"
+    );
+    assert!(
+        preflight
+            .iter()
+            .all(|l| !l.contains("on no node") && !l.contains("not listed")),
+        "{stdout}"
+    );
+    for said in [
+        "charts installed with Helm v3.19.0 (the suite's build",
+        "SKIP  guide::gpus::operator_validated",
+    ] {
+        assert!(stdout.contains(said), "{said} not printed:\n{stdout}");
+    }
+    let json = std::fs::read_to_string(report.join("report.json")).expect("report.json");
+    for noted in [
+        "deviation from the guide (--fit-requests)",
+        "(--platform-values)",
+        "dynamo-crds-0.4.1.tgz",
+    ] {
+        assert!(json.contains(noted), "{noted} not in report.json");
+    }
+    assert!(
+        !stdout.contains("cleanup: could not remove") && !stderr.contains("is left"),
+        "the run did not remove all it created:\n{stdout}\n{stderr}"
+    );
+    let everything = format!("{stdout}{stderr}{json}");
+    assert!(!everything.contains(token), "the token leaked");
+    // The run removes what it created: no namespace of the guide's is left once it ends.
+    runtime().block_on(async {
+        let client = kind::client(&cluster).await.expect("a client");
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client);
+        until("the run's namespaces and volumes to be deleted", || async {
+            let mut left = Vec::new();
+            for ns in [NAMESPACE, "local-path-storage"] {
+                if namespaces.get_opt(ns).await.ok()?.is_some() {
+                    left.push(ns.to_string());
+                }
+            }
+            // The platform's claims' volumes, reclaimed by the provisioner before it went.
+            left.extend(
+                volumes
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .map(|pv| pv.name_any()),
+            );
+            left.is_empty().then_some(())
+        })
+        .await;
     });
 }

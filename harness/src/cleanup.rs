@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, ListParams};
+use futures::FutureExt;
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::discovery::Discovery;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
@@ -151,14 +152,103 @@ pub fn plan(runs: &[Recorded], only: Option<&str>) -> Result<Plan, CleanupError>
         }
     }
     // Objects first (newest first), then releases, then the CRDs Helm would keep.
-    plan.remove
-        .sort_by_key(|e| match (e.api_version.as_str(), e.kind.as_str()) {
-            (HELM, _) => 1,
-            (_, "CustomResourceDefinition") => 2,
-            (_, "Namespace") => 3,
-            _ => 0,
-        });
+    plan.remove.sort_by_key(phase);
     Ok(plan)
+}
+
+/// The order of removal: objects, Helm releases, CRDs, namespaces, and last the storage stage's
+/// provisioner and its namespace. Each phase is gone before the next begins: a graph's finalizer
+/// needs the operator its release runs, and the volumes of the claims the namespaces held need
+/// the provisioner to reclaim them.
+fn phase(e: &Entry) -> u8 {
+    let storage = e.stage == crate::stages::Stage::Storage.name();
+    match (e.api_version.as_str(), e.kind.as_str(), storage) {
+        (HELM, _, _) => 1,
+        (_, "CustomResourceDefinition", _) => 2,
+        (_, "Namespace", false) => 3,
+        (_, "Namespace", true) => STORAGE_PHASE + 1,
+        (_, _, true) => STORAGE_PHASE,
+        _ => 0,
+    }
+}
+
+const STORAGE_PHASE: u8 = 4;
+
+/// Waits (until `deadline`) until no PersistentVolume of a StorageClass the plan removes is left
+/// for a claim of a namespace the cleanup deleted: the provisioner reclaims them (reclaim policy
+/// `Delete`) while it still runs. One line for what is left.
+async fn volumes_reclaimed(
+    client: &Client,
+    plan: &Plan,
+    deadline: tokio::time::Instant,
+    done: &mut Done,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let classes: BTreeSet<&str> = plan
+        .remove
+        .iter()
+        .filter(|e| e.kind == "StorageClass")
+        .map(|e| e.name.as_str())
+        .collect();
+    let namespaces: BTreeSet<&str> = plan
+        .remove
+        .iter()
+        .filter(|e| e.kind == "Namespace")
+        .map(|e| e.name.as_str())
+        .collect();
+    if classes.is_empty() {
+        return;
+    }
+    let waiting = |pv: &PersistentVolume| {
+        let spec = pv.spec.as_ref();
+        spec.and_then(|s| s.storage_class_name.as_deref())
+            .is_some_and(|c| classes.contains(c))
+            && spec
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| c.namespace.as_deref())
+                .is_some_and(|ns| namespaces.contains(ns))
+    };
+    let (reader, writer) = reflector::store::<PersistentVolume>();
+    let stream = reflector(
+        writer,
+        watcher(Api::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut left = Vec::new();
+    let watched = tokio::time::timeout_at(deadline, async {
+        while let Some(event) = stream.next().await {
+            if event.is_err() || reader.wait_until_ready().now_or_never().is_none() {
+                continue;
+            }
+            left = reader
+                .state()
+                .iter()
+                .filter(|pv| waiting(pv))
+                .map(|pv| {
+                    let claim = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+                    format!(
+                        "PersistentVolume {} (claim {}/{})",
+                        pv.name_any(),
+                        claim.and_then(|c| c.namespace.clone()).unwrap_or_default(),
+                        claim.and_then(|c| c.name.clone()).unwrap_or_default()
+                    )
+                })
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+        }
+    })
+    .await;
+    if watched.is_err() {
+        done.failed.extend(
+            left.into_iter()
+                .map(|pv| format!("{pv}: not reclaimed by the provisioner before it was removed")),
+        );
+    }
 }
 
 /// What a cleanup did.
@@ -248,11 +338,22 @@ pub async fn execute(
         .map_err(CleanupError::Discovery)?;
     let mut done = Done::default();
     let mut deleted = Vec::new();
+    // A run removing its own objects as it ends holds its own ledger's lock: not another user.
+    let own = crate::ledger::current().map(|run| run.id.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut current_phase = None;
     for e in &plan.remove {
+        if current_phase.is_some_and(|p| p != phase(e)) {
+            settle(std::mem::take(&mut deleted), deadline, &mut done).await;
+            if phase(e) == STORAGE_PHASE {
+                volumes_reclaimed(client, plan, deadline, &mut done).await;
+            }
+        }
+        current_phase = Some(phase(e));
         // A run that started since the plan was made may have begun to use it.
         if let Some(user) = crate::ledger::recorded(cache_dir)?
             .iter()
-            .filter(|r| r.active)
+            .filter(|r| r.active && Some(&r.id) != own.as_ref())
             .find(|r| r.entries.iter().any(|u| key(u) == key(e)))
         {
             done.left.push(format!(
@@ -341,7 +442,16 @@ pub async fn execute(
             Err(err) => done.failed.push(format!("{}: delete: {err}", e.object())),
         }
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
+    settle(deleted, deadline, &mut done).await;
+    Ok(done)
+}
+
+/// Waits (until `deadline`) for each deleted object to be gone, saying which were and which not.
+async fn settle(
+    deleted: Vec<(&Entry, kube::Api<kube::api::DynamicObject>, String)>,
+    deadline: tokio::time::Instant,
+    done: &mut Done,
+) {
     for (e, api, uid) in deleted {
         let gone = tokio::time::timeout_at(
             deadline,
@@ -363,7 +473,6 @@ pub async fn execute(
             }
         }
     }
-    Ok(done)
 }
 
 /// Stops a process a dead run left running (the same pid and start time only); a port-forward
@@ -553,6 +662,48 @@ mod tests {
                 "f:8000 via 127.0.0.1:4000 (pid 9)"
             ))
             .ends_with("ended with its run's process")
+        );
+    }
+
+    #[test]
+    fn the_provisioner_goes_last_so_that_it_reclaims_the_volumes_of_the_deleted_namespaces() {
+        let mut entries = vec![
+            entry(
+                Action::Created,
+                "storage",
+                "Namespace",
+                "local-path-storage",
+            ),
+            entry(Action::Created, "storage", "StorageClass", "local-path"),
+            entry(
+                Action::Created,
+                "storage",
+                "Deployment",
+                "local-path-provisioner",
+            ),
+            entry(Action::Created, "crds", HELM_RELEASE, "dynamo-crds"),
+            entry(Action::Created, "platform", "Namespace", "dynamo-cloud"),
+            entry(Action::Created, "platform", HELM_RELEASE, "dynamo-platform"),
+            entry(Action::Created, "secret", "Secret", "hf-token-secret"),
+            entry(Action::Created, "graph", "DynamoGraphDeployment", "g"),
+        ];
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.at = i as u64;
+        }
+        let plan = plan(&[run("a", false, entries)], None).unwrap();
+        let removed: Vec<&str> = plan.remove.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            removed,
+            [
+                "g",
+                "hf-token-secret",
+                "dynamo-platform",
+                "dynamo-crds",
+                "dynamo-cloud",
+                "local-path-provisioner",
+                "local-path",
+                "local-path-storage"
+            ]
         );
     }
 

@@ -196,7 +196,11 @@ async fn rendered(cluster: &Cluster, config: &Config, chart: Chart) -> Result<St
     helm.args(source.helm_args());
     helm.args(["--namespace", &config.namespace]);
     if chart == Chart::Platform {
-        for set in platform::values(cluster, config, source.is_stand_in()).0 {
+        let given = chart::platform_values(config).map_err(|e| e.to_string())?;
+        if let Some(given) = &given {
+            helm.arg("--values").arg(&given.path);
+        }
+        for set in platform::values(cluster, config, source.is_stand_in(), given.as_ref()).0 {
             helm.args(["--set", &set]);
         }
     }

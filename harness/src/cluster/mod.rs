@@ -193,7 +193,9 @@ pub async fn connect(config: &Config, exe: &std::path::Path) -> Result<Cluster, 
                 version,
                 simulation: Simulation {
                     nodes: false,
-                    gpus: None,
+                    gpus: (config.gpus == crate::config::GpuMode::Simulated).then_some(
+                        "GPUs (declared simulated by --gpus simulated: nvidia.com/gpu is advertised capacity, not hardware)",
+                    ),
                     volumes: false,
                 },
                 kubeconfig: path,

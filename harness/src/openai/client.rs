@@ -92,9 +92,21 @@ impl Endpoint {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
-            .pool_max_idle_per_host(4)
+            .pool_max_idle_per_host(4);
+        // A port-forward or a process on this machine is never behind the environment's proxy
+        // (Go's rule for loopback, which kubectl users expect).
+        let loopback = match base.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|e| OpenAiError::Client(error_chain(&e)))?;
         Ok(Endpoint {

@@ -141,6 +141,14 @@ pub enum ChartError {
         /// What the directory holds of that chart instead, as `; it holds …`.
         found: String,
     },
+    /// The platform's values file cannot be read or is not a mapping.
+    #[error("--platform-values {path}: {reason}")]
+    Values {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// Where `chart` comes from for this run: `--crds-chart`/`--platform-chart`, else
@@ -186,12 +194,68 @@ pub fn source(chart: Chart, config: &Config, offline: bool) -> Result<Source, Ch
     )))
 }
 
-/// Every chart source of the run, checked before anything is applied.
+/// Every chart source of the run and the platform's values file, checked before anything is
+/// applied.
 pub fn check(config: &Config, offline: bool) -> Result<(), ChartError> {
     for chart in [Chart::Crds, Chart::Platform] {
         source(chart, config, offline)?;
     }
+    platform_values(config)?;
     Ok(())
+}
+
+/// A Helm values file the user gives the platform chart (`--platform-values`, helm `--values`):
+/// an air-gapped cluster's image mirror, or the settings a chart given as a file needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Values {
+    /// The file, passed to Helm as it is.
+    pub path: PathBuf,
+    tree: serde_json::Value,
+}
+
+impl Values {
+    /// Whether the file sets the dotted key `key` (`a.b.c`, as `--set` names it); the suite's
+    /// own `--set` of such a key is dropped, so the file wins.
+    pub fn sets(&self, key: &str) -> bool {
+        key.split('.')
+            .try_fold(&self.tree, |node, part| node.as_object()?.get(part))
+            .is_some()
+    }
+
+    /// `sets` (`key=value`, as `--set` takes them) without those whose key the file sets.
+    #[must_use]
+    pub fn leave_to_file(&self, mut sets: Vec<String>) -> Vec<String> {
+        sets.retain(|set| !set.split_once('=').is_some_and(|(key, _)| self.sets(key)));
+        sets
+    }
+}
+
+/// The platform's values file, read and checked: a YAML mapping.
+///
+/// # Errors
+/// [`ChartError::Values`] when it cannot be read or is not a mapping.
+pub fn platform_values(config: &Config) -> Result<Option<Values>, ChartError> {
+    let Some(path) = &config.platform_values else {
+        return Ok(None);
+    };
+    let bad = |reason: String| ChartError::Values {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let tree: serde_json::Value = if text.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_saphyr::from_str(&text)
+            .map_err(|e| bad(e.to_string().lines().next().unwrap_or_default().to_string()))?
+    };
+    if !tree.is_object() {
+        return Err(bad("not a YAML mapping of chart values".into()));
+    }
+    Ok(Some(Values {
+        path: path.clone(),
+        tree,
+    }))
 }
 
 fn in_dir(chart: Chart, dir: &Path, version: &str) -> Result<PathBuf, ChartError> {
@@ -299,5 +363,68 @@ impl LocalChart {
             })?;
         }
         Ok(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLayer;
+
+    fn with_values(text: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("values.yaml");
+        std::fs::write(&path, text).unwrap();
+        let layer = ConfigLayer {
+            platform_values: Some(path),
+            ..ConfigLayer::default()
+        };
+        (dir, Config::load(layer, None).unwrap())
+    }
+
+    #[test]
+    fn a_values_file_sets_the_dotted_keys_it_holds_and_no_other() {
+        let (_dir, config) = with_values(
+            "dynamo-operator:\n  controllerManager:\n    manager:\n      image:\n        repository: mirror.local/operator\npersistence:\n  enabled: true\n",
+        );
+        let values = platform_values(&config).unwrap().unwrap();
+        assert!(values.sets("dynamo-operator.controllerManager.manager.image.repository"));
+        assert!(values.sets("persistence.enabled"));
+        assert!(values.sets("persistence"));
+        assert!(!values.sets("dynamo-operator.controllerManager.manager.image.tag"));
+        assert!(!values.sets("persistence.enabled.more"));
+        assert!(!values.sets("etcd.enabled"));
+        let sets = vec![
+            "dynamo-operator.controllerManager.manager.image.repository=nvcr.io/x".to_string(),
+            "dynamo-operator.controllerManager.manager.image.tag=0.4.1".to_string(),
+            "etcd.enabled=true".to_string(),
+        ];
+        assert_eq!(
+            values.leave_to_file(sets),
+            [
+                "dynamo-operator.controllerManager.manager.image.tag=0.4.1",
+                "etcd.enabled=true"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_values_file_that_is_no_mapping_is_refused_naming_the_flag() {
+        for text in ["- a\n- b\n", "just a string\n", "a: [\n"] {
+            let (_dir, config) = with_values(text);
+            let err = platform_values(&config).unwrap_err().to_string();
+            assert!(err.starts_with("--platform-values "), "{text:?}: {err}");
+        }
+        let (_dir, config) = with_values("");
+        assert!(platform_values(&config).unwrap().is_some());
+        let missing = Config::load(
+            ConfigLayer {
+                platform_values: Some("/nonexistent/values.yaml".into()),
+                ..ConfigLayer::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(check(&missing, true).is_err());
     }
 }

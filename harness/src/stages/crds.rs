@@ -48,6 +48,7 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         stage: "crds",
         name: "dynamo-crds",
         chart: &source,
+        values: None,
         namespace: &config.namespace,
         sets: if local {
             vec![

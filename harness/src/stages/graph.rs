@@ -163,7 +163,7 @@ pub async fn fit_to_gpu_nodes(
     let fitted = fit_requests(graph, room);
     Ok((!fitted.is_empty()).then(|| {
         format!(
-            "requests fitted to the simulated GPU nodes ({} CPU, {} allocatable; limits as the guide sets them, so the pods are Burstable): {}",
+            "requests fitted to the smallest GPU node ({} CPU, {} allocatable; limits as the guide sets them, so the pods are Burstable): {}",
             crate::k8s::quantity::format_millicores(room.cpu_millis),
             crate::k8s::quantity::format_mebibytes(room.memory_bytes),
             fitted.join(", ")
@@ -643,12 +643,16 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
         ));
     } else {
         let mut graph = manifest(config).map_err(&fail)?;
-        if cluster.provider == crate::config::ProviderKind::Kind && cluster.offline() {
-            notes.extend(
-                fit_to_gpu_nodes(&cluster.client, &mut graph)
-                    .await
-                    .map_err(&fail)?,
-            );
+        let kind_simulated =
+            cluster.provider == crate::config::ProviderKind::Kind && cluster.offline();
+        if kind_simulated || config.fit_requests {
+            let fitted = fit_to_gpu_nodes(&cluster.client, &mut graph)
+                .await
+                .map_err(&fail)?;
+            notes.extend(fitted.map(|note| match kind_simulated {
+                true => note,
+                false => format!("deviation from the guide (--fit-requests): {note}"),
+            }));
         }
         let api_version = graph["apiVersion"].as_str().unwrap_or_default().to_string();
         apply::apply_objects(

@@ -17,6 +17,8 @@ pub struct Release<'a> {
     pub chart: &'a super::chart::Source,
     /// The namespace.
     pub namespace: &'a str,
+    /// A values file the user gave (`--values`), before the `--set` values.
+    pub values: Option<&'a std::path::Path>,
     /// `--set` values.
     pub sets: Vec<String>,
     /// `upgrade --install` (a release the suite owns) rather than install-if-absent.
@@ -103,6 +105,9 @@ pub async fn install(cluster: &Cluster, release: Release<'_>) -> Result<String, 
     command.args(release.chart.helm_args());
     command.args(["--namespace", release.namespace, "--create-namespace"]);
     command.args(["--wait", "--atomic", "--timeout", "5m"]);
+    if let Some(values) = release.values {
+        command.arg("--values").arg(values);
+    }
     for set in &release.sets {
         command.args(["--set", set]);
     }

@@ -35,11 +35,16 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     if local {
         chart::PLATFORM_CHART.materialize(&config.cache_dir, "platform")?;
     }
-    let (sets, deviations) = values(cluster, config, local);
+    let given = chart::platform_values(config).map_err(|e| StageError::Input {
+        stage: "platform",
+        reason: e.to_string(),
+    })?;
+    let (sets, deviations) = values(cluster, config, local, given.as_ref());
     let release = helm::Release {
         stage: "platform",
         name: "dynamo-platform",
         chart: &source,
+        values: given.as_ref().map(|v| v.path.as_path()),
         namespace: ns,
         sets,
         owned: offline,
@@ -47,6 +52,12 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     let mut note = helm::install(cluster, release).await?;
     if local {
         note.push_str(" (the project's stand-in chart: the guide's object names, containers and ports; NGC is unreachable here)");
+    }
+    if let Some(given) = &given {
+        note.push_str(&format!(
+            "; values from {} (--platform-values)",
+            given.path.display()
+        ));
     }
     for deviation in deviations {
         note.push_str(&format!("; {deviation}"));
@@ -101,8 +112,22 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
 
 /// The `--set` values of the platform release, and the deviations from the guide they make: the
 /// guide's operator image, and for the project's stand-in (`stand_in`) the shape of the release
-/// under test and, on kind, of real kubelets.
+/// under test and, on kind, of real kubelets. A key the user's values file (`given`) sets is
+/// left to the file.
 pub fn values(
+    cluster: &Cluster,
+    config: &Config,
+    stand_in: bool,
+    given: Option<&chart::Values>,
+) -> (Vec<String>, Vec<&'static str>) {
+    let (sets, deviations) = suite_values(cluster, config, stand_in);
+    match given {
+        Some(given) => (given.leave_to_file(sets), deviations),
+        None => (sets, deviations),
+    }
+}
+
+fn suite_values(
     cluster: &Cluster,
     config: &Config,
     stand_in: bool,

@@ -98,7 +98,7 @@ pub fn cases(config: &Config) -> Vec<Case> {
         ProviderKind::Kind => {
             crate::cluster::kind::resolve_gpus(config.gpus) == crate::cluster::kind::Gpus::Simulated
         }
-        ProviderKind::Existing => false,
+        ProviderKind::Existing => config.gpus == crate::config::GpuMode::Simulated,
     };
     let no_gpu_operator = simulated_gpus.then(|| {
         "GPUs are simulated here: there is no GPU operator to validate them (on kind a device plugin advertises them, on local kwok nodes do)"
