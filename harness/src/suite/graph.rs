@@ -68,8 +68,18 @@ pub fn graph_provenance(cluster: &Cluster, config: &Config) -> String {
             )
         }
         _ => format!(
-            "real: the cluster's own Kubernetes {}, operator, pods and engine, reached through kube-rs port-forwards; simulated: nothing",
-            cluster.version
+            "real: the cluster's own Kubernetes {}; the operator, pods and engine are what the cluster runs from the images the preflight lists \
+             (the suite does not look inside them), reached through kube-rs port-forwards; simulated: {}{}",
+            cluster.version,
+            match cluster.simulation.gpus {
+                Some(_) => cluster.simulation.describe(),
+                None => "nothing the suite was told of".to_string(),
+            },
+            match config.fit_requests {
+                true =>
+                    "; deviation from the guide: worker CPU and memory requests fitted to the GPU nodes (--fit-requests, see graph::ready)",
+                false => "",
+            }
         ),
     }
 }
