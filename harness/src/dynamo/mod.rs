@@ -217,6 +217,11 @@ impl LocalDynamo {
             install::ensure_env(&config.cache_dir, workers)?;
         }
         model::ensure_model(&config.cache_dir, &env)?;
+        // The planes' programs are built before the ready clock starts: a first build (nats-server
+        // from the Go module proxy) takes minutes, which are not the graph's.
+        if config.dynamo_version.release().planes == crate::release::Planes::EtcdAndNats {
+            tools::ensure(&config.cache_dir)?;
+        }
         let _ = std::fs::remove_dir_all(dir.join("logs"));
         let mut child = spawn_supervisor(config, supervisor_exe, &dir, linger)?;
         let state = wait_ready(
