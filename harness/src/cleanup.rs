@@ -186,18 +186,14 @@ async fn volumes_reclaimed(
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::PersistentVolume;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let classes: BTreeSet<&str> = plan
-        .remove
-        .iter()
-        .filter(|e| e.kind == "StorageClass")
-        .map(|e| e.name.as_str())
-        .collect();
-    let namespaces: BTreeSet<&str> = plan
-        .remove
-        .iter()
-        .filter(|e| e.kind == "Namespace")
-        .map(|e| e.name.as_str())
-        .collect();
+    let named = |kind: &str| -> BTreeSet<&str> {
+        plan.remove
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.name.as_str())
+            .collect()
+    };
+    let (classes, namespaces) = (named("StorageClass"), named("Namespace"));
     if classes.is_empty() {
         return;
     }
