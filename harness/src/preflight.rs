@@ -196,12 +196,13 @@ async fn rendered(cluster: &Cluster, config: &Config, chart: Chart) -> Result<St
     helm.args(source.helm_args());
     helm.args(["--namespace", &config.namespace]);
     if chart == Chart::Platform {
-        let given = chart::platform_values(config).map_err(|e| e.to_string())?;
-        if let Some(given) = &given {
-            helm.arg("--values").arg(&given.path);
+        let values =
+            platform::values(cluster, config, source.is_stand_in()).map_err(|e| e.to_string())?;
+        if let Some(file) = &values.file {
+            helm.arg("--values").arg(&file.path);
         }
-        for set in platform::values(cluster, config, source.is_stand_in(), given.as_ref()).0 {
-            helm.args(["--set", &set]);
+        for set in &values.sets {
+            helm.args(["--set", set]);
         }
     }
     let out = tokio::time::timeout(std::time::Duration::from_secs(120), helm.output())

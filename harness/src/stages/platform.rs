@@ -35,11 +35,14 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     if local {
         chart::PLATFORM_CHART.materialize(&config.cache_dir, "platform")?;
     }
-    let given = chart::platform_values(config).map_err(|e| StageError::Input {
+    let PlatformValues {
+        file: given,
+        sets,
+        deviations,
+    } = values(cluster, config, local).map_err(|e| StageError::Input {
         stage: "platform",
         reason: e.to_string(),
     })?;
-    let (sets, deviations) = values(cluster, config, local, given.as_ref());
     let release = helm::Release {
         stage: "platform",
         name: "dynamo-platform",
@@ -110,21 +113,39 @@ pub async fn ensure(cluster: &Cluster, config: &Config) -> Result<Vec<String>, S
     Ok(vec![note])
 }
 
-/// The `--set` values of the platform release, and the deviations from the guide they make: the
-/// guide's operator image, and for the project's stand-in (`stand_in`) the shape of the release
-/// under test and, on kind, of real kubelets. A key the user's values file (`given`) sets is
-/// left to the file.
+/// What the platform release is installed with, in Helm's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformValues {
+    /// The user's values file (`--platform-values`), passed as `--values`.
+    pub file: Option<chart::Values>,
+    /// The suite's `--set` values, without the keys the file sets.
+    pub sets: Vec<String>,
+    /// The deviations from the guide the `--set` values make.
+    pub deviations: Vec<&'static str>,
+}
+
+/// The platform release's values: the user's file, and the suite's `--set` values (the guide's
+/// operator image, and for the project's stand-in (`stand_in`) the shape of the release under
+/// test and, on kind, of real kubelets), a key the file sets left to the file.
+///
+/// # Errors
+/// [`chart::ChartError::Values`] when the file cannot be read or is not a mapping.
 pub fn values(
     cluster: &Cluster,
     config: &Config,
     stand_in: bool,
-    given: Option<&chart::Values>,
-) -> (Vec<String>, Vec<&'static str>) {
+) -> Result<PlatformValues, chart::ChartError> {
+    let file = chart::platform_values(config)?;
     let (sets, deviations) = suite_values(cluster, config, stand_in);
-    match given {
-        Some(given) => (given.leave_to_file(sets), deviations),
-        None => (sets, deviations),
-    }
+    let sets = match &file {
+        Some(file) => file.leave_to_file(sets),
+        None => sets,
+    };
+    Ok(PlatformValues {
+        file,
+        sets,
+        deviations,
+    })
 }
 
 fn suite_values(
