@@ -619,7 +619,7 @@ fn the_existing_provider_runs_the_guide_on_kind_from_files_with_no_helm_and_no_n
     );
     for said in [
         "charts installed with Helm v3.19.0 (the suite's build",
-        "SKIP  guide::gpus::operator_validated",
+        "SKIP     guide::gpus::operator_validated",
     ] {
         assert!(stdout.contains(said), "{said} not printed:\n{stdout}");
     }

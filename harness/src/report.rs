@@ -57,7 +57,8 @@ pub fn tally(results: &[CaseResult]) -> Tally {
     tally
 }
 
-/// The summary table, one line a case, then the closing count line.
+/// The summary table, one line a case (outcome word, name, seconds, first line of the note, in
+/// aligned columns), then the provenance and the closing count line.
 pub fn table(results: &[CaseResult], provenance: Option<&str>) -> String {
     let mut out = String::new();
     for result in results {
@@ -75,7 +76,7 @@ pub fn table(results: &[CaseResult], provenance: Option<&str>) -> String {
             Outcome::Blocked(by) => ("BLOCKED", by.to_string()),
         };
         out.push_str(&format!(
-            "{word}  {:<44} {:>6.2}s  {note}\n",
+            "{word:<7}  {:<44} {:>6.2}s  {note}\n",
             result.name,
             result.duration.as_secs_f64()
         ));
@@ -244,7 +245,7 @@ mod tests {
         );
         let table = table(&results, Some("real: x; simulated: y"));
         assert!(
-            table.contains("SKIP  guide::workers::disaggregation"),
+            table.contains("SKIP     guide::workers::disaggregation"),
             "{table}"
         );
         assert!(table.contains("aggregated only"), "{table}");
