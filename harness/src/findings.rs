@@ -14,8 +14,9 @@ use crate::release::DynamoVersion;
 pub struct Finding {
     /// The releases seen breaking them, as PyPI spells them.
     pub releases: &'static [&'static str],
-    /// The case, e.g. `guide::api::n_choices`.
-    pub case: &'static str,
+    /// The cases seen breaking them, e.g. `guide::api::n_choices`; a release-wide break (0.5.1's
+    /// missing usage) names every case it was seen in.
+    pub cases: &'static [&'static str],
     /// The rules it breaks there.
     pub rules: &'static [Rule],
     /// What was seen, one line.
@@ -26,11 +27,15 @@ pub struct Finding {
 }
 
 /// What a stop sequence that breaks the graph breaks: the unstreamed answer (500), and the
-/// streamed one (a 500, or a stream cut with no finish_reason and no `[DONE]`, at times before
-/// its first event); seen on 0.4.1 and 1.0.2.
+/// streamed one in whichever of three shapes the frontend gives the failure, by when it arrives:
+/// a 500 before the stream (1.3.1), a stream cut with no finish_reason and no `[DONE]`, at times
+/// before its first event (0.4.1, 0.6.1, 1.0.2), or 200 and then a data event carrying the 500
+/// (1.4.2, seen 2026-12-02 in `matrix --releases all`: `{"error": {"message": "Internal server
+/// error", "code": 500}}`, then `[DONE]`).
 const STOP_SEQUENCE_BREAK: &[Rule] = &[
     Rule::ResponseStatus,
     Rule::StreamStatus,
+    Rule::StreamErrorEvent,
     Rule::StreamTerminated,
     Rule::StreamDone,
     Rule::StreamEventJson,
@@ -48,7 +53,7 @@ const LINE_0_5: &[&str] = &["0.5.1", "0.6.1", "0.7.1", "0.8.1", "0.9.1"];
 pub const FINDINGS: &[Finding] = &[
     Finding {
         releases: &["0.4.1"],
-        case: "guide::api::max_tokens_one",
+        cases: &["guide::api::max_tokens_one"],
         rules: &[Rule::ResponseText, Rule::StreamText],
         seen: "max_tokens 1 answers an empty text, finish_reason \"length\" (0.4.1 stops one token short)",
         withheld: &[],
@@ -58,14 +63,14 @@ pub const FINDINGS: &[Finding] = &[
             "0.4.1", "0.5.1", "0.6.1", "0.7.1", "0.8.1", "0.9.1", "1.0.2", "1.1.1", "1.2.1",
             "1.3.1", "1.4.2", "1.5.1", "1.6.1",
         ],
-        case: "guide::api::n_choices",
+        cases: &["guide::api::n_choices"],
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice (n is ignored; the mocker generates one)",
         withheld: &[],
     },
     Finding {
         releases: &["0.4.1"],
-        case: "guide::api::stop_sequence",
+        cases: &["guide::api::stop_sequence"],
         rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
                chat completions stream: Stream ended before generation completed\"), a streamed \
@@ -76,7 +81,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: LINE_0_5,
-        case: "guide::api::stop_sequence",
+        cases: &["guide::api::stop_sequence"],
         rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to fold \
                chat completions stream: Stream ended before generation completed\", from 0.7.1 \
@@ -88,7 +93,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["1.1.1", "1.2.1", "1.3.1", "1.4.2", "1.5.1"],
-        case: "guide::api::stop_sequence",
+        cases: &["guide::api::stop_sequence"],
         rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, a chat answers 500 (1.1.1 \"Prefill execution \
                failed: … Stream ended before generation completed\", 1.2.1 and 1.5.1 \"Failed to \
@@ -100,14 +105,14 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["0.4.1"],
-        case: "guide::api::no_max_tokens",
+        cases: &["guide::api::no_max_tokens"],
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500",
         withheld: &[],
     },
     Finding {
         releases: LINE_0_5,
-        case: "guide::api::no_max_tokens",
+        cases: &["guide::api::no_max_tokens"],
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500 (\"Failed to generate completions: Unlinked \
                request; initiating request task was dropped or cancelled\")",
@@ -115,7 +120,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["0.4.1"],
-        case: "guide::api::invalid_parameters_rejected",
+        cases: &["guide::api::invalid_parameters_rejected"],
         rules: &[Rule::ErrorStatus, Rule::ErrorBody],
         seen: "max_tokens 0 panics the mocker (\"reached max_output_tokens limit\") and wedges \
                the graph; max_tokens 10^9 gets no answer within 30 s; both withheld under run",
@@ -126,7 +131,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: LINE_0_5,
-        case: "guide::api::invalid_parameters_rejected",
+        cases: &["guide::api::invalid_parameters_rejected"],
         rules: &[Rule::ErrorStatus],
         seen: "max_tokens 10^9 gets no answer within 30 s and the graph stops serving; it and \
                max_tokens 0 (which wedges 0.4.1's) are withheld under run",
@@ -137,14 +142,23 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["0.5.1"],
-        case: "guide::api::completion",
+        cases: &[
+            "guide::api::completion",
+            "guide::api::chat",
+            "guide::api::max_tokens_bound",
+            "guide::api::max_tokens_one",
+            "guide::api::n_choices",
+            "guide::api::stop_sequence",
+            "guide::api::non_ascii_text",
+        ],
         rules: &[Rule::UsagePresent],
-        seen: "an unstreamed completion carries no usage (\"usage\": null); 0.6.1 sends it again",
+        seen: "an unstreamed completion or chat carries no usage (\"usage\": null), in every case \
+               that asks for one (run, 2026-12-02); 0.6.1 sends it again",
         withheld: &[],
     },
     Finding {
         releases: &["1.6.1"],
-        case: "guide::api::no_max_tokens",
+        cases: &["guide::api::no_max_tokens"],
         rules: &[Rule::StreamErrorEvent, Rule::StreamEventJson],
         seen: "a streamed chat without max_tokens is answered 200, then a data event carrying the \
                engine's 400 (\"max_tokens is required by the mocker worker\"); unstreamed it is \
@@ -153,7 +167,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["1.0.2"],
-        case: "guide::api::stop_sequence",
+        cases: &["guide::api::stop_sequence"],
         rules: STOP_SEQUENCE_BREAK,
         seen: "once the stop string is generated, an unstreamed chat answers 500 (\"Failed to parse \
                chat completion response: Disconnected: Stream ended before generation \
@@ -163,7 +177,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["1.0.2", "1.1.1", "1.2.1", "1.3.1"],
-        case: "guide::api::invalid_parameters_rejected",
+        cases: &["guide::api::invalid_parameters_rejected"],
         rules: &[Rule::ErrorStatus],
         seen: "max_tokens 10^9 (under dynamo up) and max_tokens 0 (1.0.2 on Kubernetes) get no \
                answer within 30 s and the graph stops serving; both withheld under run; 1.4.2 \
@@ -175,7 +189,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["1.0.2", "1.1.1", "1.2.1"],
-        case: "guide::api::malformed_request_rejected",
+        cases: &["guide::api::malformed_request_rejected"],
         rules: &[Rule::ErrorBody],
         seen: "invalid JSON is answered in plain text (\"Failed to parse the request body as \
                JSON: …\"), other bad requests in JSON; 1.3.1 answers JSON",
@@ -183,7 +197,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["1.0.2", "1.1.1", "1.4.2"],
-        case: "guide::api::no_max_tokens",
+        cases: &["guide::api::no_max_tokens"],
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500 (\"max_output_tokens must be specified for \
                mocker\", from 1.3.1 only \"Failed to generate completions\"): the mocker's need, \
@@ -192,7 +206,7 @@ pub const FINDINGS: &[Finding] = &[
     },
     Finding {
         releases: &["1.2.1", "1.3.1", "1.5.1"],
-        case: "guide::api::no_max_tokens",
+        cases: &["guide::api::no_max_tokens"],
         rules: &[Rule::MaxTokensOptional],
         seen: "a chat without max_tokens answers 500 (\"max_output_tokens must be specified for \
                mocker\", from 1.3.1 only \"Failed to generate completions\") and the graph then \
@@ -208,12 +222,14 @@ impl Finding {
     }
 }
 
-/// The finding recorded for `case` on `release`, if any.
-pub fn for_case(release: DynamoVersion, case: &str) -> Option<&'static Finding> {
+/// The findings recorded for `case` on `release`: several when the case breaks more than one
+/// recorded fault of the release (0.5.1's `n_choices`: `n` ignored, and no usage).
+pub fn for_case(release: DynamoVersion, case: &str) -> Vec<&'static Finding> {
     let release = release.to_string();
     FINDINGS
         .iter()
-        .find(|f| f.records(&release) && f.case == case)
+        .filter(|f| f.records(&release) && f.cases.contains(&case))
+        .collect()
 }
 
 #[cfg(test)]
@@ -221,9 +237,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_finding_names_a_listed_case_once() {
+    fn each_finding_names_listed_cases_and_no_rule_is_recorded_twice_for_a_case() {
         for finding in FINDINGS {
             assert!(!finding.releases.is_empty() && !finding.rules.is_empty());
+            assert!(!finding.cases.is_empty(), "{finding:?}");
             for release in finding.releases {
                 let config = crate::config::Config::resolve(crate::config::ConfigLayer {
                     dynamo_version: Some(release.to_string()),
@@ -239,13 +256,28 @@ mod tests {
                     .into_iter()
                     .map(|c| c.name)
                     .collect();
-                assert!(names.contains(&finding.case.to_string()), "{finding:?}");
-                let twins = FINDINGS
-                    .iter()
-                    .filter(|f| f.records(release) && f.case == finding.case)
-                    .count();
-                assert_eq!(twins, 1, "{release}: {finding:?}");
+                for case in finding.cases {
+                    assert!(names.contains(&case.to_string()), "{case}: {finding:?}");
+                    for rule in finding.rules {
+                        let recorders = for_case(config.dynamo_version, case)
+                            .into_iter()
+                            .filter(|f| f.rules.contains(rule))
+                            .count();
+                        assert_eq!(recorders, 1, "{release} {case} {rule:?}: {finding:?}");
+                    }
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_case_finds_every_finding_of_its_release_that_names_it() {
+        let release: DynamoVersion = "0.5.1".parse().unwrap();
+        let rules: Vec<Rule> = for_case(release, "guide::api::n_choices")
+            .into_iter()
+            .flat_map(|f| f.rules.iter().copied())
+            .collect();
+        assert_eq!(rules, [Rule::ChoicesN, Rule::UsagePresent]);
+        assert!(for_case(release, "guide::api::frontend_health").is_empty());
     }
 }

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::openai::Endpoint;
-use crate::openai::check::{Checks, excerpt};
+use crate::openai::check::{Check, Checks, Rule, Violation, excerpt};
 use crate::openai::client::Answer;
-use crate::openai::probe::{ApiProbe, judge, observe_workers};
+use crate::openai::probe::{ApiProbe, judge, judge_exchanges, observe_workers};
 use crate::profile::{Profile, ProfileChoice};
 use crate::release::{DynamoVersion, ReleaseError};
 
@@ -540,29 +540,45 @@ fn escape_html(text: &str) -> String {
 }
 
 /// The cells of one release's `api` verdicts: a row per rule for its own profile, then
-/// `openai <rule>` rows for OpenAI's strict contract. A rule fails when any of its checks does;
-/// the cell then carries the first violation's observation, else the first note. A broken rule
-/// that a recorded finding of `release` names ([`crate::findings::FINDINGS`]) is `KNOWN`.
-pub fn api_cells(own: &Checks, strict: &Checks, release: &str) -> Vec<(String, Cell)> {
-    let known: Vec<&str> = crate::findings::FINDINGS
-        .iter()
-        .filter(|f| f.records(release))
-        .flat_map(|f| f.rules.iter().map(|r| r.id()))
-        .collect();
-    let mut cells = rule_cells(own, "");
-    for (id, cell) in &mut cells {
-        if cell.mark == Mark::Fail && known.contains(&id.as_str()) {
-            cell.mark = Mark::Known;
-        }
-    }
-    cells.extend(rule_cells(strict, "openai "));
+/// `openai <rule>` rows for OpenAI's strict contract. `own` holds each probe's checks with the
+/// case it serves (`guide::api::<probe>`; the workers' checks under no case). A rule fails when
+/// any of its checks does; the cell then carries the first violation's observation, else the
+/// first note. A violation is `KNOWN` when the recorded finding of `release` for that probe's
+/// case names its rule ([`crate::findings::FINDINGS`]), as `run` judges a case: a finding of
+/// one probe never excuses another probe's break of the same rule.
+pub fn api_cells(
+    own: &[(Option<String>, Checks)],
+    strict: &Checks,
+    release: &str,
+) -> Vec<(String, Cell)> {
+    let known = |case: &Option<String>, rule: Rule| {
+        case.as_deref().is_some_and(|case| {
+            crate::findings::FINDINGS
+                .iter()
+                .any(|f| f.records(release) && f.cases.contains(&case) && f.rules.contains(&rule))
+        })
+    };
+    let known = &known;
+    let mut cells = rule_cells(
+        own.iter().flat_map(|(case, checks)| {
+            checks
+                .iter()
+                .map(move |check| (check, known(case, check.rule)))
+        }),
+        "",
+    );
+    cells.extend(rule_cells(strict.iter().map(|c| (c, false)), "openai "));
     cells
 }
 
-fn rule_cells(checks: &Checks, prefix: &str) -> Vec<(String, Cell)> {
+/// Rows from checks, each with whether a recorded finding excuses its violation.
+fn rule_cells<'a>(
+    checks: impl Iterator<Item = (&'a Check, bool)>,
+    prefix: &str,
+) -> Vec<(String, Cell)> {
     let mut order: Vec<String> = Vec::new();
     let mut by_rule: BTreeMap<String, Cell> = BTreeMap::new();
-    for check in checks.iter() {
+    for (check, known) in checks {
         let id = format!("{prefix}{}", check.rule.id());
         let cell = by_rule.entry(id.clone()).or_insert_with(|| {
             order.push(id.clone());
@@ -571,10 +587,15 @@ fn rule_cells(checks: &Checks, prefix: &str) -> Vec<(String, Cell)> {
                 observed: String::new(),
             }
         });
+        let seen = |v: &Violation| format!("{}: {}", check.subject, v.observed);
         match &check.violation {
-            Some(v) if cell.mark == Mark::Pass => {
+            Some(v) if !known && cell.mark != Mark::Fail => {
                 cell.mark = Mark::Fail;
-                cell.observed = format!("{}: {}", check.subject, v.observed);
+                cell.observed = seen(v);
+            }
+            Some(v) if known && cell.mark == Mark::Pass => {
+                cell.mark = Mark::Known;
+                cell.observed = seen(v);
             }
             None if cell.mark == Mark::Pass && cell.observed.is_empty() => {
                 if let Some(note) = &check.note {
@@ -687,12 +708,15 @@ fn finish(
     breaks: &Breaks,
 ) -> Result<Vec<(String, Cell)>, String> {
     let model = &config.model;
-    let own = judge(
-        observations,
-        worker_exchanges,
-        model,
-        ProfileChoice::Exactly(config.dynamo_version.profile()),
-    );
+    let profile = config.dynamo_version.profile();
+    let own: Vec<(Option<String>, Checks)> = observations
+        .iter()
+        .map(|o| {
+            let case = format!("guide::api::{}", o.probe.name());
+            (Some(case), o.judge(model, profile))
+        })
+        .chain([(None, judge_exchanges(worker_exchanges, model, profile))])
+        .collect();
     let strict = judge(
         observations,
         worker_exchanges,
@@ -700,7 +724,7 @@ fn finish(
         ProfileChoice::Exactly(&Profile::OPENAI),
     );
     let release = config.dynamo_version.to_string();
-    let mut cells = api_cells(&own.checks, &strict.checks, &release);
+    let mut cells = api_cells(&own, &strict.checks, &release);
     let (name, mut cell) = survival_cell(&breaks.by, &release);
     if breaks.kept {
         cell.observed
@@ -724,7 +748,9 @@ fn finish(
 pub fn survival_cell(broken_by: &[&str], release: &str) -> (String, Cell) {
     let recorded = |probe: &&str| {
         crate::findings::FINDINGS.iter().any(|f| {
-            f.records(release) && f.case == format!("guide::api::{probe}") && !f.withheld.is_empty()
+            f.records(release)
+                && f.cases.contains(&format!("guide::api::{probe}").as_str())
+                && !f.withheld.is_empty()
         })
     };
     let mark = if broken_by.is_empty() {
@@ -993,7 +1019,6 @@ pub enum MatrixError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::check::Rule;
 
     fn cell(mark: Mark, observed: &str) -> Cell {
         Cell {
@@ -1177,7 +1202,7 @@ mod tests {
             "an OpenAI envelope",
             "{\"error\": \"Model not found\"}",
         );
-        let cells = api_cells(&own, &strict, "9.9.9");
+        let cells = api_cells(&[(None, own)], &strict, "9.9.9");
         let ids: Vec<&str> = cells.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(
             ids,
@@ -1203,15 +1228,66 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_rule_a_recorded_finding_names_is_known() {
+    fn a_broken_rule_is_known_only_under_the_probe_whose_finding_names_it() {
         let finding = &crate::findings::FINDINGS[0];
         let rule = finding.rules[0];
-        let mut own = Checks::default();
-        own.fail(rule, "POST /v1/completions", "x", "y");
-        let cells = api_cells(&own, &Checks::default(), finding.releases[0]);
+        let mut broken = Checks::default();
+        broken.fail(rule, "POST /v1/completions", "x", "y");
+        let under = |case: &str| vec![(Some(case.to_string()), broken.clone())];
+        let cells = api_cells(
+            &under(finding.cases[0]),
+            &Checks::default(),
+            finding.releases[0],
+        );
         assert_eq!(cells[0].1.mark, Mark::Known);
-        let cells = api_cells(&own, &Checks::default(), "9.9.9");
+        // Another release, another probe, or the workers' checks: the finding does not excuse it.
+        let cells = api_cells(&under(finding.cases[0]), &Checks::default(), "9.9.9");
         assert_eq!(cells[0].1.mark, Mark::Fail);
+        let cells = api_cells(
+            &under("guide::api::chat_stream"),
+            &Checks::default(),
+            finding.releases[0],
+        );
+        assert_eq!(cells[0].1.mark, Mark::Fail);
+        let cells = api_cells(
+            &[(None, broken.clone())],
+            &Checks::default(),
+            finding.releases[0],
+        );
+        assert_eq!(cells[0].1.mark, Mark::Fail);
+        // A known break and an unknown one of the same rule: the row fails, naming the unknown.
+        let mut other = Checks::default();
+        other.fail(rule, "POST /v1/chat/completions (stream)", "x", "z");
+        let mut both = under(finding.cases[0]);
+        both.push((Some("guide::api::chat_stream".into()), other));
+        let cells = api_cells(&both, &Checks::default(), finding.releases[0]);
+        assert_eq!(
+            cells[0].1,
+            cell(Mark::Fail, "POST /v1/chat/completions (stream): z")
+        );
+    }
+
+    #[test]
+    fn a_stop_sequence_that_breaks_a_stream_is_known_in_each_of_the_three_shapes_a_frontend_gives_it()
+     {
+        // Seen on 1.4.2 (2026-12-02): 200, a chunk, then `data: {"error": {"code": 500, …}}` and
+        // [DONE]; on 1.3.1 a 500 before the stream; on 0.6.1 a stream cut after one event.
+        for release in ["0.6.1", "1.3.1", "1.4.2"] {
+            for rule in [
+                Rule::StreamStatus,
+                Rule::StreamErrorEvent,
+                Rule::StreamTerminated,
+            ] {
+                let mut broken = Checks::default();
+                broken.fail(rule, "POST /v1/chat/completions (stream)", "x", "y");
+                let cells = api_cells(
+                    &[(Some("guide::api::stop_sequence".into()), broken)],
+                    &Checks::default(),
+                    release,
+                );
+                assert_eq!(cells[0].1.mark, Mark::Known, "{release} {rule:?}");
+            }
+        }
     }
 
     #[test]

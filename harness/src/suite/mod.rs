@@ -260,37 +260,44 @@ async fn verdict(target: &Target, routes: &[Route], checks: crate::openai::Check
     }
 }
 
-/// A case's outcome held against its release's recorded finding: exactly the finding's rules
-/// broken is a known failure; none of them broken means the record is stale.
+/// A case's outcome held against its release's recorded findings for it: rules broken that the
+/// findings name, and no other, is a known failure; none broken means the record is stale.
 fn against_finding(
     outcome: Outcome,
     violated: &[Rule],
-    finding: Option<&crate::findings::Finding>,
+    findings: &[&crate::findings::Finding],
 ) -> Outcome {
-    let Some(finding) = finding else {
+    if findings.is_empty() {
         return outcome;
-    };
-    let record = format!(
-        "recorded finding of Dynamo {}: {} (breaks {})",
-        match finding.releases {
-            [first, .., last] if finding.releases.len() > 3 => {
-                format!("{first}, …, {last} ({} releases)", finding.releases.len())
-            }
-            releases => releases.join(", "),
-        },
-        finding.seen,
-        finding
-            .rules
-            .iter()
-            .map(|r| r.id())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    }
+    let record = findings
+        .iter()
+        .map(|finding| {
+            format!(
+                "recorded finding of Dynamo {}: {} (breaks {})",
+                match finding.releases {
+                    [first, .., last] if finding.releases.len() > 3 => {
+                        format!("{first}, …, {last} ({} releases)", finding.releases.len())
+                    }
+                    releases => releases.join(", "),
+                },
+                finding.seen,
+                finding
+                    .rules
+                    .iter()
+                    .map(|r| r.id())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let recorded = |rule: &Rule| findings.iter().any(|f| f.rules.contains(rule));
     match outcome {
         Outcome::Passed(_) => Outcome::Failed(format!(
             "the release no longer breaks what its finding records; update harness/src/findings.rs\n{record}"
         )),
-        Outcome::Failed(message) if violated.iter().all(|r| finding.rules.contains(r)) => {
+        Outcome::Failed(message) if violated.iter().all(recorded) => {
             Outcome::KnownFailure(format!("{record}\n{message}"))
         }
         Outcome::Failed(message) => Outcome::Failed(format!("{message}\nbeyond the {record}")),
@@ -307,10 +314,16 @@ async fn run_check(
 ) -> Outcome {
     match check {
         CaseCheck::Api(api) => {
-            let finding = crate::findings::for_case(config.dynamo_version, name);
-            let (withheld, why) = finding.map_or((&[][..], ""), |f| (f.withheld, f.seen));
+            let findings = crate::findings::for_case(config.dynamo_version, name);
+            let withheld: Vec<_> = findings.iter().flat_map(|f| f.withheld).copied().collect();
+            let why = findings
+                .iter()
+                .filter(|f| !f.withheld.is_empty())
+                .map(|f| f.seen)
+                .collect::<Vec<_>>()
+                .join("; ");
             let observation = api
-                .observe_withholding(&target.frontend, &target.model, withheld, why)
+                .observe_withholding(&target.frontend, &target.model, &withheld, &why)
                 .await;
             // Generations go through the frontend to the workers: a failure names them all.
             let routes = [
@@ -322,7 +335,7 @@ async fn run_check(
             transcript.extend(observation.exchanges);
             let violated = checks.violated_rules();
             let outcome = verdict(target, &routes, checks).await;
-            against_finding(outcome, &violated, finding)
+            against_finding(outcome, &violated, &findings)
         }
         CaseCheck::WorkerHealth(role) => match target.workers.iter().find(|(r, _)| *r == role) {
             None => {
@@ -620,7 +633,7 @@ mod tests {
 
     const N_IGNORED: Finding = Finding {
         releases: &["1.6.1"],
-        case: "guide::api::n_choices",
+        cases: &["guide::api::n_choices"],
         rules: &[Rule::ChoicesN],
         seen: "n 3 answers one choice",
         withheld: &[],
@@ -629,11 +642,31 @@ mod tests {
     #[test]
     fn exactly_the_recorded_rules_broken_is_a_known_failure() {
         let outcome = Outcome::Failed("FAIL  choices.n ...".into());
-        let judged = against_finding(outcome, &[Rule::ChoicesN], Some(&N_IGNORED));
+        let judged = against_finding(outcome, &[Rule::ChoicesN], &[&N_IGNORED]);
         assert!(
             matches!(&judged, Outcome::KnownFailure(m) if m.contains("recorded finding of Dynamo 1.6.1")),
             "{judged:?}"
         );
+    }
+
+    #[test]
+    fn a_case_two_findings_name_is_known_when_it_breaks_rules_of_both() {
+        const NO_USAGE: Finding = Finding {
+            releases: &["1.6.1"],
+            cases: &["guide::api::n_choices", "guide::api::chat"],
+            rules: &[Rule::UsagePresent],
+            seen: "no usage",
+            withheld: &[],
+        };
+        let outcome = || Outcome::Failed("FAIL  choices.n ...".into());
+        let both = [Rule::ChoicesN, Rule::UsagePresent];
+        let judged = against_finding(outcome(), &both, &[&N_IGNORED, &NO_USAGE]);
+        assert!(
+            matches!(&judged, Outcome::KnownFailure(m) if m.contains("one choice (breaks choices.n); recorded finding") && m.contains("no usage")),
+            "{judged:?}"
+        );
+        let judged = against_finding(outcome(), &both, &[&N_IGNORED]);
+        assert!(matches!(judged, Outcome::Failed(_)), "{judged:?}");
     }
 
     #[test]
@@ -642,7 +675,7 @@ mod tests {
         let judged = against_finding(
             outcome,
             &[Rule::ChoicesN, Rule::ResponseStatus],
-            Some(&N_IGNORED),
+            &[&N_IGNORED],
         );
         assert!(
             matches!(&judged, Outcome::Failed(m) if m.contains("beyond the recorded finding")),
@@ -652,12 +685,12 @@ mod tests {
 
     #[test]
     fn a_finding_the_release_no_longer_shows_fails_as_stale() {
-        let judged = against_finding(Outcome::Passed("ok".into()), &[], Some(&N_IGNORED));
+        let judged = against_finding(Outcome::Passed("ok".into()), &[], &[&N_IGNORED]);
         assert!(
             matches!(&judged, Outcome::Failed(m) if m.contains("no longer breaks")),
             "{judged:?}"
         );
-        let unrecorded = against_finding(Outcome::Passed("ok".into()), &[], None);
+        let unrecorded = against_finding(Outcome::Passed("ok".into()), &[], &[]);
         assert_eq!(unrecorded, Outcome::Passed("ok".into()));
     }
 }
