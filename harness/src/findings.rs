@@ -232,6 +232,25 @@ pub fn for_case(release: DynamoVersion, case: &str) -> Vec<&'static Finding> {
         .collect()
 }
 
+/// Whether releases `a` and `b` (as PyPI spells them) both record a break of the rule `rule_id`
+/// (`stream.status`) for one case: a verdict that flips between passing and that break from one
+/// to the other is no change of the release (the stop sequence's break comes in another shape,
+/// or not at all, as the mocker's random text meets the stop string at another moment).
+pub fn recorded_by_both(a: &str, b: &str, rule_id: &str) -> bool {
+    let records = |release: &str, case: &str| {
+        FINDINGS.iter().any(|f| {
+            f.records(release)
+                && f.cases.contains(&case)
+                && f.rules.iter().any(|r| r.id() == rule_id)
+        })
+    };
+    FINDINGS
+        .iter()
+        .filter(|f| f.records(a))
+        .flat_map(|f| f.cases.iter())
+        .any(|case| records(a, case) && records(b, case))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +287,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_break_is_recorded_by_both_only_when_both_record_it_for_one_case() {
+        // The stop sequence's streamed break, on 0.9.1 and on 1.0.2.
+        assert!(recorded_by_both("0.9.1", "1.0.2", "stream.status"));
+        // 0.5.1's missing usage is its own.
+        assert!(!recorded_by_both("0.4.1", "0.5.1", "usage.present"));
+        assert!(!recorded_by_both("1.6.1", "9.9.9", "choices.n"));
     }
 
     #[test]

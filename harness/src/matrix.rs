@@ -108,6 +108,11 @@ impl Mark {
     }
 }
 
+/// How `matrix.md` and `matrix.html` introduce the changes [`Change::recorded_by_both`] marks.
+const RECORDED_BY_BOTH: &str = "Not changes of the release: breaks both releases record for the \
+same case, seen this time in one and not the other (the stop string meets the mocker's random \
+text at another moment each run)";
+
 /// One rule or case on one release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
@@ -189,6 +194,9 @@ pub struct Change {
     pub before: Option<Cell>,
     /// The newer release's cell.
     pub after: Option<Cell>,
+    /// The verdicts differ only in whether a break both releases record for one case showed
+    /// this time ([`crate::findings::recorded_by_both`]): shown apart, as no change of the release.
+    pub recorded_by_both: bool,
 }
 
 impl Matrix {
@@ -227,7 +235,8 @@ impl Matrix {
     /// 404}`).
     ///
     /// A skew column is compared with its frontend's own release column: what the other
-    /// release's workers change.
+    /// release's workers change. A change between passing and a break both releases record is
+    /// kept, marked [`Change::recorded_by_both`].
     pub fn changes(&self) -> Vec<((String, String), Vec<Change>)> {
         let ran = |i: &usize| self.columns[*i].failure.is_none();
         let releases: Vec<usize> = (0..self.columns.len())
@@ -261,10 +270,28 @@ impl Matrix {
                             (None, None) => false,
                             _ => true,
                         };
+                        let (rule, broken) = match id.strip_prefix("openai ") {
+                            Some(rule) => (rule, Mark::Fail),
+                            None => (id.as_str(), Mark::Known),
+                        };
+                        let flips = |a: &Cell, b: &Cell| {
+                            a.mark != b.mark
+                                && [a.mark, b.mark]
+                                    .iter()
+                                    .all(|m| *m == Mark::Pass || *m == broken)
+                        };
+                        let recorded_by_both = matches!((before, after),
+                            (Some(a), Some(b)) if flips(a, b))
+                            && crate::findings::recorded_by_both(
+                                &self.columns[i].version,
+                                &self.columns[j].version,
+                                rule,
+                            );
                         differs.then(|| Change {
                             row: id.clone(),
                             before: before.clone(),
                             after: after.clone(),
+                            recorded_by_both,
                         })
                     })
                     .collect();
@@ -336,10 +363,12 @@ impl Matrix {
         out.push_str("\n## What changed\n");
         for ((from, to), changes) in self.changes() {
             let _ = writeln!(out, "\n### {from} → {to}\n");
-            if changes.is_empty() {
+            let (recorded, changed): (Vec<Change>, Vec<Change>) =
+                changes.into_iter().partition(|c| c.recorded_by_both);
+            if changed.is_empty() {
                 out.push_str("No verdict changed.\n");
             }
-            for change in changes {
+            for change in changed {
                 let _ = writeln!(
                     out,
                     "- `{}`: {} → {}",
@@ -347,6 +376,10 @@ impl Matrix {
                     describe(change.before.as_ref()),
                     describe(change.after.as_ref())
                 );
+            }
+            if !recorded.is_empty() {
+                let rows: Vec<String> = recorded.iter().map(|c| format!("`{}`", c.row)).collect();
+                let _ = writeln!(out, "\n{RECORDED_BY_BOTH}: {}", rows.join(", "));
             }
         }
         if !notes.is_empty() {
@@ -384,6 +417,7 @@ impl Matrix {
                 "to": to,
                 "rows": changes.iter().map(|c| json!({
                     "id": c.row, "before": cell(&c.before), "after": cell(&c.after),
+                    "recorded_by_both": c.recorded_by_both,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
@@ -447,10 +481,12 @@ impl Matrix {
                 escape_html(&from),
                 escape_html(&to)
             );
-            if changes.is_empty() {
+            let (recorded, changed): (Vec<Change>, Vec<Change>) =
+                changes.into_iter().partition(|c| c.recorded_by_both);
+            if changed.is_empty() {
                 out.push_str("<li>No verdict changed.</li>\n");
             }
-            for change in changes {
+            for change in changed {
                 let _ = writeln!(
                     out,
                     "<li><code>{}</code>: {} → {}</li>",
@@ -460,6 +496,13 @@ impl Matrix {
                 );
             }
             out.push_str("</ul>\n");
+            if !recorded.is_empty() {
+                let rows: Vec<String> = recorded
+                    .iter()
+                    .map(|c| format!("<code>{}</code>", escape_html(&c.row)))
+                    .collect();
+                let _ = writeln!(out, "<p>{RECORDED_BY_BOTH}: {}</p>", rows.join(", "));
+            }
         }
         out.push_str("</body></html>\n");
         out
@@ -1334,6 +1377,55 @@ mod tests {
             "{html}"
         );
         assert_eq!(m.json()["rows"][4]["cells"][0], Value::Null);
+    }
+
+    #[test]
+    fn a_flip_between_passing_and_a_break_both_releases_record_is_set_apart() {
+        // 0.9.1 and 1.0.2 both record the stop sequence's streamed break; 1.0.2 alone records
+        // plain-text errors for invalid JSON.
+        let mut m = Matrix::new(Tier::Api);
+        m.push(
+            column("0.9.1"),
+            vec![
+                ("stream.status".into(), cell(Mark::Pass, "")),
+                ("openai stream.status".into(), cell(Mark::Pass, "")),
+                ("error.body".into(), cell(Mark::Pass, "")),
+            ],
+        );
+        m.push(
+            column("1.0.2"),
+            vec![
+                ("stream.status".into(), cell(Mark::Known, "500")),
+                ("openai stream.status".into(), cell(Mark::Fail, "500")),
+                ("error.body".into(), cell(Mark::Known, "plain text")),
+            ],
+        );
+        let changes = &m.changes()[0].1;
+        let set_apart: Vec<(&str, bool)> = changes
+            .iter()
+            .map(|c| (c.row.as_str(), c.recorded_by_both))
+            .collect();
+        assert_eq!(
+            set_apart,
+            [
+                ("stream.status", true),
+                ("openai stream.status", true),
+                ("error.body", false)
+            ]
+        );
+        let md = m.markdown();
+        assert!(md.contains("- `error.body`: PASS → KNOWN"), "{md}");
+        assert!(!md.contains("- `stream.status`"), "{md}");
+        assert!(
+            md.contains(&format!(
+                "{RECORDED_BY_BOTH}: `stream.status`, `openai stream.status`"
+            )),
+            "{md}"
+        );
+        assert_eq!(
+            m.json()["changes"][0]["rows"][0]["recorded_by_both"],
+            Value::Bool(true)
+        );
     }
 
     #[test]
