@@ -754,10 +754,7 @@ fn finish(
     let profile = config.dynamo_version.profile();
     let own: Vec<(Option<String>, Checks)> = observations
         .iter()
-        .map(|o| {
-            let case = format!("guide::api::{}", o.probe.name());
-            (Some(case), o.judge(model, profile))
-        })
+        .map(|o| (Some(o.probe.case()), o.judge(model, profile)))
         .chain([(None, judge_exchanges(worker_exchanges, model, profile))])
         .collect();
     let strict = judge(

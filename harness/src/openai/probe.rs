@@ -86,6 +86,12 @@ impl ApiProbe {
         ApiProbe::InvalidParametersRejected,
     ];
 
+    /// Its case's name, `guide::api::<name>`: the case `run` reports it under and recorded
+    /// findings name.
+    pub fn case(self) -> String {
+        format!("guide::api::{}", self.name())
+    }
+
     /// The probe's name, the last part of its case name.
     pub fn name(self) -> &'static str {
         match self {

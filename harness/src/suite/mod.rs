@@ -50,7 +50,7 @@ pub fn cases(config: &Config) -> Vec<Case> {
     // The guide's queries first, then what each worker's own system port says.
     for api in ApiProbe::ALL.into_iter().chain(ApiProbe::EDGES) {
         cases.push(Case {
-            name: format!("guide::api::{}", api.name()),
+            name: api.case(),
             check: CaseCheck::Api(api),
             skip: None,
         });
